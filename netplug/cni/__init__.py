@@ -1,0 +1,1 @@
+"""The CNI contract: env and config parsing, results, version conversion, dispatch."""

@@ -1,0 +1,132 @@
+"""netplugd: keeps imports and libraries loaded so each CNI call costs milliseconds.
+
+Serves a root-only unix socket. Each request carries an fd of the caller's network namespace;
+a worker thread enters it, runs the same `dispatch` as the exec'd plugin, and leaves.
+"""
+
+import array
+import json
+import logging
+import os
+import socket
+import socketserver
+import sys
+
+from .cni.skel import dispatch
+from .netlink import ns
+from .shim import SOCKET
+
+log = logging.getLogger("netplug")
+
+
+class Handler(socketserver.BaseRequestHandler):
+    def handle(self):
+        conn: socket.socket = self.request
+        uid = _peer_uid(conn)
+        if uid != 0:
+            _reply(conn, json.dumps({"cniVersion": "1.1.0", "code": 4,
+                                     "msg": "netplugd serves root only"}) + "\n", 1)
+            return
+        fds = array.array("i")
+        msg, anc, _, _ = conn.recvmsg(65536, socket.CMSG_LEN(fds.itemsize))
+        for level, typ, data in anc:
+            if level == socket.SOL_SOCKET and typ == socket.SCM_RIGHTS:
+                fds.frombytes(data[: len(data) - len(data) % fds.itemsize])
+        try:
+            buf = bytearray(msg)
+            while len(buf) < 4:
+                more = conn.recv(65536)
+                if not more:
+                    return
+                buf += more
+            hlen = int.from_bytes(buf[:4], "big")
+            while len(buf) < 4 + hlen:
+                more = conn.recv(65536)
+                if not more:
+                    return
+                buf += more
+            header = json.loads(bytes(buf[4:4 + hlen]))
+            stdin = bytes(buf[4 + hlen:])
+            while len(stdin) < header["stdin_len"]:
+                more = conn.recv(65536)
+                if not more:
+                    break
+                stdin += more
+            if not fds:
+                _reply(conn, json.dumps({"cniVersion": "1.1.0", "code": 4,
+                                         "msg": "request carried no network namespace"}) + "\n", 1)
+                return
+            env = dict(header["env"])
+            env.setdefault("PATH", os.environ.get("PATH", ""))
+            with ns.entered(fds[0]):
+                out, rc = dispatch(env, stdin, header.get("plugin", "netplug"))
+            _reply(conn, out, rc)
+        finally:
+            for fd in fds:
+                os.close(fd)
+
+
+def _peer_uid(conn: socket.socket) -> int:
+    import struct
+
+    creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    return struct.unpack("3i", creds)[1]
+
+
+def _reply(conn, out: str, rc: int) -> None:
+    conn.sendall(rc.to_bytes(4, "big", signed=True) + out.encode())
+
+
+class Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+    daemon_threads = True
+    request_queue_size = 128
+
+
+def serve(path: str = SOCKET) -> None:
+    from .logsetup import setup
+
+    setup("INFO")
+    _warm_imports()
+    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+    if os.path.exists(path):
+        os.unlink(path)
+    old = os.umask(0o077)  # the socket is root-only (0600)
+    try:
+        srv = Server(path, Handler)
+    finally:
+        os.umask(old)
+    log.info("netplugd listening on %s (pid %d)", path, os.getpid())
+    try:
+        srv.serve_forever()
+    finally:
+        srv.server_close()
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+
+
+def _warm_imports() -> None:
+    from .plugin import bridge, ipam_plugin  # noqa: F401
+    from .netlink import link  # noqa: F401
+    from .firewall import libnft, nftables, iptables_nft  # noqa: F401
+
+    link._iproute().close()
+    libnft.available()
+
+
+def main(argv=None) -> int:
+    import argparse
+
+    p = argparse.ArgumentParser(prog="netplugd", description="netplug CNI daemon")
+    p.add_argument("--socket", default=os.environ.get("NETPLUG_SOCKET", SOCKET))
+    a = p.parse_args(argv)
+    if os.geteuid() != 0:
+        print("netplugd: must run as root", file=sys.stderr)
+        return 2
+    serve(a.socket)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

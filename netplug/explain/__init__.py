@@ -1,0 +1,1 @@
+"""netplug explain: parse → analyze → render, all pure; the CLI only gathers input."""

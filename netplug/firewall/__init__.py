@@ -1,0 +1,1 @@
+"""Firewall: pure rule model and plans, thin backends (nftables, iptables-nft, iptables-legacy)."""

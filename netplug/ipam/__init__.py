@@ -1,0 +1,1 @@
+"""IPAM: a pure allocator over a host-local compatible on-disk store."""

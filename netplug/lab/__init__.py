@@ -1,0 +1,1 @@
+"""Classroom labs in network namespaces (scapy is imported only here)."""

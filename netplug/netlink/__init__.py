@@ -1,0 +1,1 @@
+"""Thin netlink edge (pyroute2). Tested for real in throwaway namespaces, never mocked."""

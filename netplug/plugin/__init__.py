@@ -1,0 +1,1 @@
+"""CNI plugins: `netplug` (bridge + NAT) and `netplug-ipam`. Orchestration only."""

@@ -1,0 +1,438 @@
+"""The `netplug` CNI plugin: bridge + veth + IPAM + MASQUERADE/DNAT, Docker's bridge network.
+
+Runs in the calling thread's network namespace, which is "the host" (the exec'd plugin's own
+netns, or the caller's netns when netplugd serves the request).
+"""
+
+import ipaddress
+import logging
+import os
+
+from ..cni.config import NetConf, PortMapping
+from ..cni.env import Request
+from ..cni.result import Interface, IPConfig, Result, Route, parse_result
+from ..errors import ConfigError, NetplugError, SetupError, UnavailableError
+from ..firewall import backend as fwb
+from ..firewall import plan as P
+from ..ipam import delegate
+from ..ipam import local as ipam_local
+from ..netlink import ns, sysctl
+from ..state import Attachment, StateStore
+from .undo import Undo, fault_point
+
+log = logging.getLogger("netplug")
+OWN_IPAM = "netplug-ipam"
+
+
+def host_veth_name(owner: str) -> str:
+    return "np" + owner[:12]
+
+
+# --- IPAM: in-process for our own type, exec'd per the CNI contract for any other ----------------
+
+def ipam_run(req: Request, nc: NetConf, command: str) -> Result | None:
+    if nc.ipam is None:
+        raise ConfigError("network config has no ipam section",
+                          'add "ipam": {"type": "netplug-ipam", "ranges": [[{"subnet": "172.17.0.0/16"}]]}')
+    if nc.ipam.type == OWN_IPAM:
+        if command == "ADD":
+            return ipam_local.add(nc, req.container_id, req.ifname)
+        if command == "DEL":
+            ipam_local.delete(nc, req.container_id, req.ifname)
+        elif command == "CHECK":
+            ipam_local.check(nc, req.container_id, req.ifname)
+        elif command == "STATUS":
+            ipam_local.status(nc)
+        elif command == "GC":
+            ipam_local.gc(nc, set(nc.valid_attachments or []))
+        return None
+    conf = dict(nc.raw)
+    if command == "ADD":
+        conf.pop("prevResult", None)
+    out = delegate.run(nc.ipam.type, command, req.env, conf, req.path)
+    return parse_result(out) if out else None
+
+
+# --- ADD ---------------------------------------------------------------------------------------
+
+def add(req: Request, nc: NetConf) -> Result:
+    owner = P.owner_hash(nc.name, req.container_id, req.ifname)
+    store = StateStore(nc.state_dir, nc.name)
+    host_fd = ns.current_fd()
+    cont_fd = ns.open_netns(req.netns)
+    try:
+        ns.refuse_own_netns(cont_fd, host_fd, req.netns)
+        backend = _backend_for(nc)
+        with Undo() as undo:
+            _reserve_ports_and_record(store, nc, req, owner, backend, undo)
+            fault_point(req.env, "after-record")
+            res = _add(req, nc, owner, store, cont_fd, backend, undo)
+            undo.commit()
+        return res
+    finally:
+        os.close(cont_fd)
+        os.close(host_fd)
+
+
+def _backend_for(nc: NetConf):
+    needs_fw = nc.ip_masq or nc.port_mappings
+    if not needs_fw:
+        return None
+    b = fwb.choose(nc.firewall_backend, nc.state_dir)
+    if b.name == "none":
+        return None
+    reason = b.unavailable()
+    if reason:
+        raise UnavailableError(f"firewall backend {b.name} is not usable: {reason}")
+    return b
+
+
+def _reserve_ports_and_record(store: StateStore, nc: NetConf, req: Request, owner: str,
+                              backend, undo: Undo) -> None:
+    with store.ports_lock():
+        existing = store.get(owner)
+        if existing and existing.complete:
+            raise ConfigError(f"container {req.container_id} already has interface {req.ifname} "
+                              f"on network {nc.name}", "DEL it before adding it again")
+        if existing:  # left by an ADD that was killed: clean it before starting over
+            _teardown(req, nc, existing, store, keep_record=True)
+        taken = {}
+        for a in store.all_networks():
+            if a.owner == owner:
+                continue
+            for m in a.port_mappings:
+                pm = PortMapping(m["hostPort"], m["containerPort"], m["protocol"], m.get("hostIP", ""))
+                taken[pm.key()] = a
+        for pm in nc.port_mappings:
+            for k in _overlapping_keys(pm):
+                if k in taken:
+                    holder = taken[k]
+                    raise ConfigError(
+                        f"Bind for {pm.host_ip or '0.0.0.0'}:{pm.host_port} failed: port is already allocated",
+                        f"{pm.protocol}/{pm.host_port} is published by container {holder.container_id} "
+                        f"on network {holder.network}")
+        store.put(Attachment(
+            network=nc.name, container_id=req.container_id, ifname=req.ifname, owner=owner,
+            host_veth=host_veth_name(owner), bridge=nc.bridge, netns=req.netns,
+            backend=backend.name if backend else "",
+            port_mappings=[pm.to_json() for pm in nc.port_mappings]))
+    undo.push("attachment record", store.remove, owner)
+
+
+def _overlapping_keys(pm: PortMapping):
+    # 0.0.0.0:8080 collides with 192.0.2.10:8080 and the other way round, as in Docker.
+    yield pm.key()
+    if pm.host_ip:
+        yield (pm.protocol, "0.0.0.0", pm.host_port)
+    else:
+        yield from ()
+
+
+def _add(req, nc, owner, store, cont_fd, backend, undo) -> Result:
+    from ..netlink.link import Links
+
+    ipam_res = ipam_run(req, nc, "ADD")
+    undo.push("IPAM reservation", _ipam_release, req, nc)
+    if not ipam_res or not ipam_res.ips:
+        raise SetupError(f"IPAM plugin {nc.ipam.type} returned no IP address")
+    fault_point(req.env, "after-ipam")
+    v4 = [ip for ip in ipam_res.ips if ip.address.version == 4]
+    with Links() as host:
+        br_idx = host.index(nc.bridge)
+        if br_idx is not None and host.kind(br_idx) != "bridge":
+            host.ensure_bridge(nc.bridge, nc.mtu, nc.promisc_mode)  # raises the clear error
+        for ip in ipam_res.ips:
+            host.refuse_overlap(ip.address.network, br_idx)
+        br_idx = host.ensure_bridge(nc.bridge, nc.mtu, nc.promisc_mode)
+        if nc.is_gateway:
+            for ip in ipam_res.ips:
+                if ip.gateway:
+                    gw = ipaddress.ip_interface(f"{ip.gateway}/{ip.address.network.prefixlen}")
+                    host.ensure_gateway(nc.bridge, br_idx, gw, nc.force_address)
+            sysctl.enable_forwarding()
+        with ns.entered(cont_fd):
+            cont = Links()
+        try:
+            if cont.index(req.ifname) is not None:
+                raise ConfigError(f"interface {req.ifname} already exists in container netns {req.netns}")
+            hv = host_veth_name(owner)
+            if host.index(hv) is not None:
+                host.delete(hv)  # a leftover of this same attachment (names are derived from it)
+            hv_idx = host.create_veth(hv, req.ifname, cont_fd, nc.mtu, nc.mac)
+            undo.push("host veth", host.delete, hv)
+            fault_point(req.env, "after-veth")
+            host.attach(hv_idx, br_idx, nc.hairpin_mode or bool(nc.port_mappings))
+            c_idx = cont.index(req.ifname)
+            routes = _container_routes(nc, ipam_res)
+            cont.configure(c_idx, [ip.address for ip in ipam_res.ips], routes)
+            br, hvi, ci = host.info(br_idx), host.info(hv_idx), cont.info(c_idx)
+        finally:
+            cont.close()
+    if backend is not None and v4:
+        _firewall_add(req, nc, owner, store, backend, str(v4[0].address.ip), undo)
+        fault_point(req.env, "after-firewall")
+    res = Result(interfaces=[Interface(nc.bridge, br["mac"]), Interface(hv, hvi["mac"]),
+                             Interface(req.ifname, ci["mac"], ci["mtu"], req.netns)])
+    res.ips = [IPConfig(ip.address, ip.gateway, 2) for ip in ipam_res.ips]
+    res.routes = [Route(dst, gw) for dst, gw in routes] if routes else []
+    res.dns = nc.dns or ipam_res.dns
+    a = store.get(owner)
+    a.ips = [str(ip.address) for ip in ipam_res.ips]
+    a.complete = True
+    store.put(a)
+    return _chain_onto_prev(nc, res)
+
+
+def _container_routes(nc: NetConf, ipam_res: Result) -> list[tuple[str, str]]:
+    routes = []
+    have_default = set()
+    for r in ipam_res.routes:
+        gw = r.gw
+        dst = ipaddress.ip_network(r.dst)
+        if not gw:
+            gw = next((ip.gateway for ip in ipam_res.ips if ip.address.version == dst.version), "")
+        routes.append((str(dst), gw))
+        if dst.prefixlen == 0:
+            have_default.add(dst.version)
+    if nc.is_default_gateway:
+        for ip in ipam_res.ips:
+            if ip.gateway and ip.address.version not in have_default:
+                routes.append(("0.0.0.0/0" if ip.address.version == 4 else "::/0", ip.gateway))
+                have_default.add(ip.address.version)
+    return routes
+
+
+def _chain_onto_prev(nc: NetConf, res: Result) -> Result:
+    """Chained after another plugin: its result plus our own changes only."""
+    if not nc.prev_result:
+        return res
+    prev = parse_result(nc.prev_result)
+    off = len(prev.interfaces)
+    for ip in res.ips:
+        ip.interface = (ip.interface or 0) + off
+    prev.interfaces += res.interfaces
+    prev.ips += res.ips
+    prev.routes += res.routes
+    prev.dns = res.dns or prev.dns
+    return prev
+
+
+def _firewall_add(req, nc, owner, store, backend, ip, undo) -> None:
+    subnet = str(nc.ipam.first_range.subnet) if nc.ipam and nc.ipam.ranges else \
+        str(ipaddress.ip_interface(store.get(owner).ips[0] if store.get(owner).ips else ip + "/32").network)
+    plan = P.base() + P.network(nc.name, subnet, nc.bridge, nc.ip_masq) + \
+        P.container(nc.name, req.container_id, owner, ip, subnet, nc.port_mappings)
+    with store.network_lock():
+        backend.sync(plan, remove=[P.container_tag(owner)])
+    undo.push("firewall rules", _firewall_remove_owner, backend, owner)
+    if nc.port_mappings:
+        sysctl.route_localnet(nc.bridge)
+        _flush_udp(nc.port_mappings)
+
+
+def _firewall_remove_owner(backend, owner):
+    backend.sync(P.Plan(), remove=[P.container_tag(owner)], remove_chains=[("nat", P.dn_chain(owner))])
+
+
+def _flush_udp(mappings) -> None:
+    udp = [m for m in mappings if m.protocol == "udp"]
+    if not udp:
+        return
+    try:
+        from pyroute2 import NFCTSocket
+        from pyroute2.netlink.nfnetlink.nfctsocket import NFCTAttrTuple
+    except ImportError:
+        return
+    import socket
+
+    with NFCTSocket() as ct:
+        for m in udp:
+            for e in ct.dump_entries():
+                tup = e.get_attr("CTA_TUPLE_ORIG")
+                proto = tup.get_attr("CTA_TUPLE_PROTO") if tup else None
+                if proto and proto.get_attr("CTA_PROTO_NUM") == socket.IPPROTO_UDP \
+                        and proto.get_attr("CTA_PROTO_DST_PORT") == m.host_port:
+                    try:
+                        ct.entry("del", tuple_orig=_tuple_of(NFCTAttrTuple, tup))
+                    except Exception as err:  # an entry that expired meanwhile
+                        log.debug("conntrack delete: %s", err)
+
+
+def _tuple_of(cls, tup):
+    ip = tup.get_attr("CTA_TUPLE_IP")
+    proto = tup.get_attr("CTA_TUPLE_PROTO")
+    return cls(saddr=ip.get_attr("CTA_IP_V4_SRC"), daddr=ip.get_attr("CTA_IP_V4_DST"),
+               proto=proto.get_attr("CTA_PROTO_NUM"), sport=proto.get_attr("CTA_PROTO_SRC_PORT"),
+               dport=proto.get_attr("CTA_PROTO_DST_PORT"))
+
+
+def _ipam_release(req, nc):
+    ipam_run(req, nc, "DEL")
+
+
+# --- DEL ---------------------------------------------------------------------------------------
+
+def delete(req: Request, nc: NetConf) -> None:
+    owner = P.owner_hash(nc.name, req.container_id, req.ifname)
+    store = StateStore(nc.state_dir, nc.name)
+    a = store.get(owner) or Attachment(
+        network=nc.name, container_id=req.container_id, ifname=req.ifname, owner=owner,
+        host_veth=host_veth_name(owner), bridge=nc.bridge, netns=req.netns)
+    _teardown(req, nc, a, store, keep_record=False)
+
+
+def _teardown(req: Request, nc: NetConf, a: Attachment, store: StateStore, keep_record: bool) -> None:
+    """Best effort, every step: firewall, veth, IPAM, record. Missing things count as done."""
+    errors: list[NetplugError] = []
+    try:
+        _firewall_teardown(nc, a, store)
+    except NetplugError as e:
+        errors.append(e)
+    try:
+        from ..netlink.link import Links
+
+        with Links() as host:
+            host.delete(a.host_veth)
+    except NetplugError as e:
+        errors.append(e)
+    try:
+        ipam_run(_req_for(req, a), nc, "DEL")
+    except NetplugError as e:
+        errors.append(e)
+    udp = [PortMapping(m["hostPort"], m["containerPort"], m["protocol"]) for m in a.port_mappings]
+    try:
+        _flush_udp(udp)
+    except Exception as e:  # conntrack is optional hygiene
+        log.warning("conntrack flush: %s", e)
+    if errors:
+        raise errors[0]
+    if not keep_record:
+        store.remove(a.owner)
+
+
+def _req_for(req: Request, a: Attachment) -> Request:
+    if req.container_id == a.container_id and req.ifname == a.ifname:
+        return req
+    env = dict(req.env, CNI_CONTAINERID=a.container_id, CNI_IFNAME=a.ifname)
+    return Request(req.command, a.container_id, a.netns, a.ifname, req.args, req.path, env)
+
+
+def _firewall_teardown(nc: NetConf, a: Attachment, store: StateStore) -> None:
+    with store.network_lock():
+        others = [x for x in store.all() if x.owner != a.owner]
+        last = not others
+        remove = [P.container_tag(a.owner)] + ([P.network_tag(nc.name)] if last else [])
+        backends = fwb.all_present(nc.state_dir)
+        if a.backend and a.backend not in [b.name for b in backends] and a.backend != "none":
+            b = fwb.make(a.backend, nc.state_dir)
+            if b.unavailable() is None:
+                backends.append(b)
+        for b in backends:
+            b.sync(P.Plan(), remove=remove, remove_chains=[("nat", P.dn_chain(a.owner))], prune=last)
+
+
+# --- CHECK -------------------------------------------------------------------------------------
+
+def check(req: Request, nc: NetConf) -> None:
+    from ..netlink.link import Links
+
+    if not nc.prev_result:
+        raise ConfigError("CHECK needs prevResult (the result of ADD)")
+    prev = parse_result(nc.prev_result)
+    owner = P.owner_hash(nc.name, req.container_id, req.ifname)
+    store = StateStore(nc.state_dir, nc.name)
+    a = store.get(owner)
+    if a is None or not a.complete:
+        raise ConfigError(f"container {req.container_id} interface {req.ifname} is not attached to "
+                          f"network {nc.name}")
+    ipam_run(req, nc, "CHECK")
+    mine = [i for i, itf in enumerate(prev.interfaces) if itf.name == req.ifname and itf.sandbox]
+    want = [ip.address for ip in prev.ips if ip.interface in mine or (ip.interface is None and not mine)]
+    cont_fd = ns.open_netns(req.netns)
+    try:
+        with Links() as host:
+            br = host.index(nc.bridge)
+            if br is None or host.kind(br) != "bridge":
+                raise ConfigError(f"bridge {nc.bridge} is missing or not a bridge")
+            hv = host.index(a.host_veth)
+            if hv is None:
+                raise ConfigError(f"host veth {a.host_veth} of container {req.container_id} is missing")
+            if host.info(hv)["master"] != br:
+                raise ConfigError(f"host veth {a.host_veth} is not a port of {nc.bridge}")
+        with ns.entered(cont_fd):
+            cont = Links()
+        with cont:
+            ci = cont.index(req.ifname)
+            if ci is None:
+                raise ConfigError(f"interface {req.ifname} is missing in {req.netns}")
+            have = cont.all_addresses(ci)
+            for addr in want:
+                if addr not in have:
+                    raise ConfigError(f"{req.ifname} in {req.netns} lacks address {addr}")
+            if nc.is_default_gateway:
+                if not any(r["dst"].prefixlen == 0 and r["oif"] == ci for r in cont.routes()):
+                    raise ConfigError(f"default route via {req.ifname} is missing in {req.netns}")
+    finally:
+        os.close(cont_fd)
+    if a.backend:
+        b = fwb.make(a.backend, nc.state_dir)
+        ip = next((x.split("/")[0] for x in a.ips if ":" not in x), "")
+        subnet = str(nc.ipam.first_range.subnet) if nc.ipam and nc.ipam.ranges else ""
+        plan = P.base() + P.network(nc.name, subnet, nc.bridge, nc.ip_masq) + P.container(
+            nc.name, req.container_id, owner, ip, subnet,
+            [PortMapping(m["hostPort"], m["containerPort"], m["protocol"], m.get("hostIP", ""))
+             for m in a.port_mappings])
+        missing = b.missing(plan)
+        if missing:
+            raise ConfigError(f"firewall rules of container {req.container_id} are not as set up "
+                              f"({b.name})", "; ".join(missing))
+
+
+# --- GC / STATUS ---------------------------------------------------------------------------------
+
+def gc(req: Request, nc: NetConf) -> None:
+    valid = set(nc.valid_attachments or [])
+    store = StateStore(nc.state_dir, nc.name)
+    errors: list[NetplugError] = []
+    for a in store.all():
+        if (a.container_id, a.ifname) in valid:
+            continue
+        try:
+            _teardown(_req_for(req, a), nc, a, store, keep_record=False)
+        except NetplugError as e:
+            errors.append(e)
+    # rules whose owner has no record (a record lost with /run, or a foreign older install)
+    valid_owners = {P.owner_hash(nc.name, c, i) for c, i in valid}
+    for b in fwb.all_present(nc.state_dir):
+        try:
+            stale = [h for h, net in b.owners().items() if net == nc.name and h not in valid_owners]
+            if stale:
+                with store.network_lock():
+                    last = not store.all()
+                    b.sync(P.Plan(), remove=[frozenset({f"np:{h}"}) for h in stale]
+                           + ([P.network_tag(nc.name)] if last else []),
+                           remove_chains=[("nat", P.dn_chain(h)) for h in stale], prune=last)
+        except NetplugError as e:
+            errors.append(e)
+    try:
+        ipam_run(req, nc, "GC")
+    except NetplugError as e:
+        errors.append(e)
+    if errors:
+        raise NetplugError(f"GC finished with {len(errors)} error(s): {errors[0].msg}",
+                           "; ".join(e.msg for e in errors), code=errors[0].code)
+
+
+def status(req: Request, nc: NetConf) -> None:
+    from ..netlink.link import Links
+
+    with Links() as host:
+        idx = host.index(nc.bridge)
+        if idx is not None and host.kind(idx) != "bridge":
+            raise UnavailableError(f'"{nc.bridge}" exists but is not a bridge')
+    if nc.ip_masq or nc.port_mappings:
+        b = fwb.choose(nc.firewall_backend, nc.state_dir)
+        reason = b.unavailable()
+        if reason:
+            raise UnavailableError(f"firewall backend {b.name} is not usable: {reason}")
+    ipam_run(req, nc, "STATUS")

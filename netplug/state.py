@@ -1,0 +1,84 @@
+"""Attachment records: what netplug set up for each (network, container, ifname).
+
+<stateDir>/<network>/<owner-hash>.json, written (temp + rename, mode 0600) *before* the first
+side effect of an ADD and completed at its end, so DEL and GC can undo an ADD that was killed
+halfway, and DEL works without prevResult, runtimeConfig or the netns.
+"""
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+
+from .locking import flocked
+
+
+@dataclass
+class Attachment:
+    network: str
+    container_id: str
+    ifname: str
+    owner: str  # hash of the three above: names the host veth and the DNAT chain
+    host_veth: str
+    bridge: str
+    backend: str = ""
+    netns: str = ""
+    ips: list[str] = field(default_factory=list)
+    port_mappings: list[dict] = field(default_factory=list)
+    complete: bool = False
+
+
+class StateStore:
+    def __init__(self, state_dir: str, network: str):
+        self.root = state_dir
+        self.dir = os.path.join(state_dir, network)
+        os.makedirs(self.dir, mode=0o700, exist_ok=True)
+
+    def network_lock(self):
+        return flocked(os.path.join(self.dir, ".lock"), what="network state")
+
+    def ports_lock(self):
+        return flocked(os.path.join(self.root, ".ports.lock"), what="port registry")
+
+    def _path(self, owner: str) -> str:
+        return os.path.join(self.dir, f"{owner}.json")
+
+    def get(self, owner: str) -> Attachment | None:
+        return _read(self._path(owner))
+
+    def put(self, a: Attachment) -> None:
+        tmp = self._path(a.owner) + f".tmp{os.getpid()}"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump(asdict(a), f)
+        os.replace(tmp, self._path(a.owner))
+
+    def remove(self, owner: str) -> None:
+        try:
+            os.unlink(self._path(owner))
+        except FileNotFoundError:
+            pass
+
+    def all(self) -> list[Attachment]:
+        return [a for n in sorted(os.listdir(self.dir)) if n.endswith(".json")
+                if (a := _read(os.path.join(self.dir, n))) is not None]
+
+    def all_networks(self) -> list[Attachment]:
+        """Every attachment on this host, for host-wide checks (published ports)."""
+        out = []
+        for net in sorted(os.listdir(self.root)):
+            d = os.path.join(self.root, net)
+            if os.path.isdir(d):
+                out += [a for n in sorted(os.listdir(d)) if n.endswith(".json")
+                        if (a := _read(os.path.join(d, n))) is not None]
+        return out
+
+
+def _read(path: str) -> Attachment | None:
+    try:
+        with open(path) as f:
+            return Attachment(**json.load(f))
+    except FileNotFoundError:
+        return None
+    except (ValueError, TypeError):
+        os.unlink(path)  # torn or foreign file: the owner's rules are still found by hash
+        return None
