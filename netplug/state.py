@@ -25,6 +25,7 @@ class Attachment:
     ips: list[str] = field(default_factory=list)
     port_mappings: list[dict] = field(default_factory=list)
     complete: bool = False
+    deleting: bool = False  # set under the network lock, so concurrent DELs agree who is last
 
 
 class StateStore:

@@ -220,7 +220,7 @@ def all_present(state_dir: str) -> list[Backend]:
     for name in ("nftables", "iptables", "iptables-legacy"):
         b = make(name, state_dir)
         try:
-            if b.unavailable() is None and b.present():
+            if b.present() and b.unavailable() is None:  # present() first: it is the cheap test
                 out.append(b)
         except Exception as e:  # a broken backend must not stop cleanup of the others
             log.warning("firewall backend %s: %s", name, e)

@@ -18,11 +18,14 @@ def store_for(nc: NetConf) -> DiskStore:
     return DiskStore(_conf(nc).data_dir, nc.name)
 
 
-def add(nc: NetConf, cid: str, ifname: str) -> Result:
+def add(nc: NetConf, cid: str, ifname: str, undo_log: list | None = None) -> Result:
     ipam = _conf(nc)
     store = store_for(nc)
     with store.locked():
+        before = {i: store.last_reserved(i) for i in range(len(ipam.ranges))}
         got = allocator.allocate(store, ipam.ranges, cid, ifname, nc.requested_ips)
+        if undo_log is not None:
+            undo_log.append((before, {i: ip for i, (ip, _) in enumerate(got)}))
     res = Result()
     for ip, r in got:
         res.ips.append(IPConfig(_iface(ip, r), str(r.gateway)))
@@ -42,6 +45,17 @@ def delete(nc: NetConf, cid: str, ifname: str) -> list:
     store = store_for(nc)
     with store.locked():
         return store.release_owner(cid, ifname)
+
+
+def rollback(nc: NetConf, cid: str, ifname: str, before: dict, mine: dict) -> None:
+    """Undo an ADD exactly: release, and put back the round-robin cursor unless another
+    allocation moved it since."""
+    store = store_for(nc)
+    with store.locked():
+        store.release_owner(cid, ifname)
+        for idx, ip in mine.items():
+            if store.last_reserved(idx) == ip:
+                store.set_last_reserved(idx, before.get(idx))
 
 
 def check(nc: NetConf, cid: str, ifname: str) -> None:

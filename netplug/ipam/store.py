@@ -78,6 +78,18 @@ class DiskStore:
         os.replace(last_tmp, os.path.join(self.dir, f"last_reserved_ip.{idx}"))
         return True
 
+    def set_last_reserved(self, idx: int, ip: IPAddr | None) -> None:
+        path = os.path.join(self.dir, f"last_reserved_ip.{idx}")
+        if ip is None:
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
+            return
+        tmp = os.path.join(self.dir, f"{TMP_PREFIX}last.{os.getpid()}")
+        _write(tmp, str(ip))
+        os.replace(tmp, path)
+
     def release(self, ip: IPAddr) -> None:
         try:
             os.unlink(os.path.join(self.dir, str(ip)))

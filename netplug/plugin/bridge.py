@@ -30,13 +30,13 @@ def host_veth_name(owner: str) -> str:
 
 # --- IPAM: in-process for our own type, exec'd per the CNI contract for any other ----------------
 
-def ipam_run(req: Request, nc: NetConf, command: str) -> Result | None:
+def ipam_run(req: Request, nc: NetConf, command: str, undo_log: list | None = None) -> Result | None:
     if nc.ipam is None:
         raise ConfigError("network config has no ipam section",
                           'add "ipam": {"type": "netplug-ipam", "ranges": [[{"subnet": "172.17.0.0/16"}]]}')
     if nc.ipam.type == OWN_IPAM:
         if command == "ADD":
-            return ipam_local.add(nc, req.container_id, req.ifname)
+            return ipam_local.add(nc, req.container_id, req.ifname, undo_log)
         if command == "DEL":
             ipam_local.delete(nc, req.container_id, req.ifname)
         elif command == "CHECK":
@@ -131,8 +131,11 @@ def _overlapping_keys(pm: PortMapping):
 def _add(req, nc, owner, store, cont_fd, backend, undo) -> Result:
     from ..netlink.link import Links
 
-    ipam_res = ipam_run(req, nc, "ADD")
-    undo.push("IPAM reservation", _ipam_release, req, nc)
+    undo_log: list = []
+    try:
+        ipam_res = ipam_run(req, nc, "ADD", undo_log)
+    finally:
+        undo.push("IPAM reservation", _ipam_release, req, nc, undo_log)
     if not ipam_res or not ipam_res.ips:
         raise SetupError(f"IPAM plugin {nc.ipam.type} returned no IP address")
     fault_point(req.env, "after-ipam")
@@ -159,7 +162,7 @@ def _add(req, nc, owner, store, cont_fd, backend, undo) -> Result:
             if host.index(hv) is not None:
                 host.delete(hv)  # a leftover of this same attachment (names are derived from it)
             hv_idx = host.create_veth(hv, req.ifname, cont_fd, nc.mtu, nc.mac)
-            undo.push("host veth", host.delete, hv)
+            undo.push("host veth", _delete_link, hv)
             fault_point(req.env, "after-veth")
             host.attach(hv_idx, br_idx, nc.hairpin_mode or bool(nc.port_mappings))
             c_idx = cont.index(req.ifname)
@@ -181,6 +184,13 @@ def _add(req, nc, owner, store, cont_fd, backend, undo) -> Result:
     a.complete = True
     store.put(a)
     return _chain_onto_prev(nc, res)
+
+
+def _delete_link(name: str) -> None:
+    from ..netlink.link import Links
+
+    with Links() as host:
+        host.delete(name)
 
 
 def _container_routes(nc: NetConf, ipam_res: Result) -> list[tuple[str, str]]:
@@ -266,8 +276,11 @@ def _tuple_of(cls, tup):
                dport=proto.get_attr("CTA_PROTO_DST_PORT"))
 
 
-def _ipam_release(req, nc):
-    ipam_run(req, nc, "DEL")
+def _ipam_release(req, nc, undo_log):
+    if undo_log:  # our own store: restore it exactly, cursor included
+        ipam_local.rollback(nc, req.container_id, req.ifname, *undo_log[0])
+    else:
+        ipam_run(req, nc, "DEL")
 
 
 # --- DEL ---------------------------------------------------------------------------------------
@@ -318,15 +331,20 @@ def _req_for(req: Request, a: Attachment) -> Request:
 
 
 def _firewall_teardown(nc: NetConf, a: Attachment, store: StateStore) -> None:
+    backends = fwb.all_present(nc.state_dir)
+    if a.backend and a.backend not in [b.name for b in backends] and a.backend != "none":
+        b = fwb.make(a.backend, nc.state_dir)
+        if b.unavailable() is None:
+            backends.append(b)
+    if not backends:
+        return
     with store.network_lock():
-        others = [x for x in store.all() if x.owner != a.owner]
+        if store.get(a.owner) is not None:
+            a.deleting = True
+            store.put(a)
+        others = [x for x in store.all() if x.owner != a.owner and not x.deleting]
         last = not others
         remove = [P.container_tag(a.owner)] + ([P.network_tag(nc.name)] if last else [])
-        backends = fwb.all_present(nc.state_dir)
-        if a.backend and a.backend not in [b.name for b in backends] and a.backend != "none":
-            b = fwb.make(a.backend, nc.state_dir)
-            if b.unavailable() is None:
-                backends.append(b)
         for b in backends:
             b.sync(P.Plan(), remove=remove, remove_chains=[("nat", P.dn_chain(a.owner))], prune=last)
 
