@@ -148,3 +148,21 @@ def wait_until(fn, timeout=3.0):
             return True
         time.sleep(0.05)
     return fn()
+
+
+def run_chain(world, command, conflist, cid, ns, ifname="eth0", prev=None, env=None):
+    """What libcni does with a conflist: ADD in order passing prevResult, CHECK/DEL with the
+    cached result (DEL in reverse order). Returns the final result (ADD) or None."""
+    plugins = conflist["plugins"]
+    order = plugins if command != "DEL" else list(reversed(plugins))
+    result = prev
+    for p in order:
+        conf = dict(p, cniVersion=conflist["cniVersion"], name=conflist["name"])
+        if result is not None:
+            conf["prevResult"] = result
+        r = world.cni(command, conf, cid, ns, ifname=ifname, plugin=p["type"], env=env)
+        if r.rc != 0:
+            raise AssertionError(f"{p['type']} {command} failed: {r}")
+        if command == "ADD":
+            result = r.json
+    return result if command == "ADD" else None

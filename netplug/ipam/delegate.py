@@ -7,12 +7,16 @@ import subprocess
 from ..errors import ConfigError, NetplugError
 
 
+class PluginNotFound(ConfigError):
+    pass
+
+
 def find_plugin(name: str, path: list[str]) -> str:
     for d in path:
         cand = os.path.join(d, name)
         if os.path.isfile(cand) and os.access(cand, os.X_OK):
             return cand
-    raise ConfigError(f"failed to find plugin {name!r} in path {path}")
+    raise PluginNotFound(f"failed to find plugin {name!r} in path {path}")
 
 
 def run(name: str, command: str, env: dict, conf: dict, path: list[str]) -> dict | None:

@@ -49,7 +49,13 @@ def ipam_run(req: Request, nc: NetConf, command: str, undo_log: list | None = No
     conf = dict(nc.raw)
     if command == "ADD":
         conf.pop("prevResult", None)
-    out = delegate.run(nc.ipam.type, command, req.env, conf, req.path)
+    try:
+        out = delegate.run(nc.ipam.type, command, req.env, conf, req.path)
+    except delegate.PluginNotFound as e:
+        if command in ("DEL", "GC"):  # it can't hold anything for us if it isn't there
+            log.warning("%s: skipping IPAM %s", e.msg, command)
+            return None
+        raise
     return parse_result(out) if out else None
 
 
