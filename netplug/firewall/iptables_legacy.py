@@ -117,9 +117,16 @@ class LegacyBackend(Backend):
             for tname in ("nat", "filter"):
                 t = _table(tname)
                 try:
+                    # rule objects don't survive a refresh: find the doomed ones again by comment
+                    doomed: dict[str, set[str]] = {}
                     for lr in ops.delete_rules:
                         if lr.table == tname:
-                            iptc.Chain(t, lr.chain).delete_rule(lr.ref)
+                            doomed.setdefault(lr.chain, set()).add(lr.comment)
+                    for chain_name, comments in doomed.items():
+                        chain = iptc.Chain(t, chain_name)
+                        for rule in list(chain.rules):
+                            if _comment(rule) in comments:
+                                chain.delete_rule(rule)
                     for tt, c in ops.delete_chains:
                         if tt == tname:
                             iptc.Chain(t, c).flush()

@@ -251,35 +251,24 @@ def _firewall_remove_owner(backend, owner):
 
 
 def _flush_udp(mappings) -> None:
+    """Forget UDP flows to a host port, so a flow set up before the mapping (or to a container
+    that is gone) does not keep bypassing the DNAT rule (plugins#123, #1190)."""
     udp = [m for m in mappings if m.protocol == "udp"]
     if not udp:
         return
-    try:
-        from pyroute2 import NFCTSocket
-        from pyroute2.netlink.nfnetlink.nfctsocket import NFCTAttrTuple
-    except ImportError:
-        return
     import socket
 
-    with NFCTSocket() as ct:
+    from pyroute2.conntrack import Conntrack
+    from pyroute2.netlink.nfnetlink.nfctsocket import NFCTAttrTuple
+
+    with Conntrack() as ct:
         for m in udp:
-            for e in ct.dump_entries():
-                tup = e.get_attr("CTA_TUPLE_ORIG")
-                proto = tup.get_attr("CTA_TUPLE_PROTO") if tup else None
-                if proto and proto.get_attr("CTA_PROTO_NUM") == socket.IPPROTO_UDP \
-                        and proto.get_attr("CTA_PROTO_DST_PORT") == m.host_port:
-                    try:
-                        ct.entry("del", tuple_orig=_tuple_of(NFCTAttrTuple, tup))
-                    except Exception as err:  # an entry that expired meanwhile
-                        log.debug("conntrack delete: %s", err)
-
-
-def _tuple_of(cls, tup):
-    ip = tup.get_attr("CTA_TUPLE_IP")
-    proto = tup.get_attr("CTA_TUPLE_PROTO")
-    return cls(saddr=ip.get_attr("CTA_IP_V4_SRC"), daddr=ip.get_attr("CTA_IP_V4_DST"),
-               proto=proto.get_attr("CTA_PROTO_NUM"), sport=proto.get_attr("CTA_PROTO_SRC_PORT"),
-               dport=proto.get_attr("CTA_PROTO_DST_PORT"))
+            flt = NFCTAttrTuple(proto=socket.IPPROTO_UDP, dport=m.host_port)
+            for entry in list(ct.dump_entries(tuple_orig=flt)):
+                try:
+                    ct.entry("del", tuple_orig=entry.tuple_orig)
+                except Exception as err:  # expired meanwhile
+                    log.debug("conntrack delete: %s", err)
 
 
 def _ipam_release(req, nc, undo_log):
