@@ -35,6 +35,22 @@ def world(tmp_path, cni_bin):
         w.close()
 
 
+def _root_ns_state() -> str:
+    """What the tests must never change: the root namespace's links, routes, rules, forwarding."""
+    run = lambda *c: subprocess.run(list(c), capture_output=True, text=True).stdout  # noqa: E731
+    return "\n".join([run("ip", "-br", "link"), run("ip", "route"), run("nft", "list", "ruleset"),
+                      open("/proc/net/ip_tables_names").read(),
+                      open("/proc/sys/net/ipv4/ip_forward").read()])
+
+
+@pytest.fixture(autouse=True, scope="session")
+def root_namespace_untouched():
+    before = _root_ns_state() if IS_ROOT else ""
+    yield
+    if IS_ROOT:
+        assert _root_ns_state() == before, "a test changed the root network namespace"
+
+
 @pytest.fixture(autouse=True, scope="session")
 def no_leaked_namespaces():
     before = {n for n in netns_list() if n.startswith(NS_PREFIX)} if IS_ROOT else set()

@@ -1,7 +1,8 @@
 """A small ctypes binding of libnftables (the distro's python3-nftables is not on PyPI).
 
-libnftables opens its netlink socket on the first command, so a context must be created and
-used in the namespace it acts on: we make a fresh one per call (~0.1 ms).
+libnftables opens its netlink socket when the context is created, so a context acts on the
+namespace of the thread that created it: we make a fresh one per call (~0.1 ms), always in the
+thread that has entered the target namespace. Never cache one across namespaces.
 """
 
 import ctypes
