@@ -166,3 +166,25 @@ def run_chain(world, command, conflist, cid, ns, ifname="eth0", prev=None, env=N
         if command == "ADD":
             result = r.json
     return result if command == "ADD" else None
+
+
+class Daemon:
+    """netplugd started in a netns of its own: requests must be served in the caller's netns."""
+
+    def __init__(self, world, socket_dir=None):
+        self.ns = world.add_ns("d")
+        self.socket = os.path.join(socket_dir or world.tmp, "netplugd.sock")
+        exe = os.path.join(os.path.dirname(PY), "netplugd")
+        self.proc = subprocess.Popen(["nsenter", f"--net=/run/netns/{self.ns}", "--", exe,
+                                      "--socket", self.socket],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        world.procs.append(self.proc)
+        deadline = time.monotonic() + 20
+        while not os.path.exists(self.socket):
+            assert self.proc.poll() is None, self.proc.stderr.read()
+            assert time.monotonic() < deadline, "netplugd did not start"
+            time.sleep(0.05)
+
+    @property
+    def env(self):
+        return {"NETPLUG_SOCKET": self.socket, "NETPLUG_NO_DAEMON": ""}
