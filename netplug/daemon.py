@@ -14,7 +14,9 @@ import sys
 
 from .cni.skel import dispatch
 from .netlink import ns
-from .shim import SOCKET
+from .shim import SOCKET, decode_request
+
+MAX_REQUEST = 16 * 1024 * 1024
 
 log = logging.getLogger("netplug")
 
@@ -34,32 +36,21 @@ class Handler(socketserver.BaseRequestHandler):
                 fds.frombytes(data[: len(data) - len(data) % fds.itemsize])
         try:
             buf = bytearray(msg)
-            while len(buf) < 4:
-                more = conn.recv(65536)
-                if not more:
-                    return
-                buf += more
-            hlen = int.from_bytes(buf[:4], "big")
-            while len(buf) < 4 + hlen:
-                more = conn.recv(65536)
-                if not more:
-                    return
-                buf += more
-            header = json.loads(bytes(buf[4:4 + hlen]))
-            stdin = bytes(buf[4 + hlen:])
-            while len(stdin) < header["stdin_len"]:
+            while True:  # the client shuts down its write side after the request
                 more = conn.recv(65536)
                 if not more:
                     break
-                stdin += more
+                buf += more
+                if len(buf) > MAX_REQUEST:
+                    return
+            plugin, env, stdin = decode_request(bytes(buf))
             if not fds:
                 _reply(conn, json.dumps({"cniVersion": "1.1.0", "code": 4,
                                          "msg": "request carried no network namespace"}) + "\n", 1)
                 return
-            env = dict(header["env"])
             env.setdefault("PATH", os.environ.get("PATH", ""))
             with ns.entered(fds[0]):
-                out, rc = dispatch(env, stdin, header.get("plugin", "netplug"))
+                out, rc = dispatch(env, stdin, plugin)
             _reply(conn, out, rc)
         finally:
             for fd in fds:

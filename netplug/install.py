@@ -33,12 +33,23 @@ def default_conflist() -> dict:
 
 
 def shim_text(plugin: str, python: str | None = None) -> str:
-    # The interpreter is named by absolute path: `#!/usr/bin/env python3` would go through
-    # whatever shim is first on PATH (pyenv adds ~150 ms per exec here). -I: no user site, no
-    # PYTHON* env, so the runtime's environment can't change what runs as root.
+    """The exec'd plugin: a few lines bound to this interpreter and this install.
+
+    The interpreter is named by absolute path: `#!/usr/bin/env python3` would go through
+    whatever shim is first on PATH (pyenv adds ~150 ms per exec here). -I: no user site, no
+    PYTHON* env, so the runtime's environment can't change what runs as root. S (-S): no site
+    module (its .pth processing costs ~40 ms per exec); the two paths it would add are written
+    in instead."""
+    import sysconfig
+
+    import netplug
+
     python = python or sys.executable
-    return (f"#!{python} -I\n{MARK}\nimport sys\nfrom netplug.shim import run\n"
-            f"sys.exit({PLUGINS[plugin]})\n")
+    paths = [os.path.dirname(os.path.dirname(os.path.abspath(netplug.__file__))),
+             sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]]
+    paths = list(dict.fromkeys(paths))
+    return (f"#!{python} -IS\n{MARK}\nimport sys\nsys.path[:0] = {paths!r}\n"
+            f"from netplug.shim import run\nsys.exit({PLUGINS[plugin]})\n")
 
 
 def install(bin_dir: str, conf_dir: str | None, force: bool = False) -> list[str]:

@@ -1,49 +1,61 @@
-"""Entry point of the exec'd plugins. Standard library only: it runs on every container start.
+"""Entry point of the exec'd plugins. It runs on every container start, so it imports almost
+nothing (no json, no socket module: ~20 ms of a ~35 ms start here) and parses nothing.
 
 If netplugd is listening it forwards the request (env, stdin and an fd of our own network
 namespace, so the daemon acts where we were exec'd); otherwise it does the work in-process.
 Both paths run the same `dispatch`, so results are identical.
+
+Wire format (all lengths big-endian):
+  request  = u32 header_len, header, stdin     header = plugin NUL K=V NUL K=V ...
+  response = i32 exit_code, stdout
 """
 
-import json
 import os
-import socket
 import sys
 
 SOCKET = "/run/netplug/netplugd.sock"
 FORWARDED_ENV = ("CNI_", "NETPLUG_TEST_", "NETPLUG_LOCK_TIMEOUT")
-MAX_REPLY = 16 * 1024 * 1024
+# must equal cni.version (a unit test keeps them in step); printed without importing json
+VERSION_REPLY = ('{"cniVersion": "1.1.0", "supportedVersions": ["0.1.0", "0.2.0", "0.3.0", '
+                 '"0.3.1", "0.4.0", "1.0.0", "1.1.0"]}\n')
 
 
-def _socket_path() -> str:
-    return os.environ.get("NETPLUG_SOCKET", SOCKET)
+def encode_request(plugin: str, env: dict, stdin: bytes) -> bytes:
+    fields = [plugin] + [f"{k}={v}" for k, v in env.items() if k.startswith(FORWARDED_ENV)]
+    header = "\0".join(fields).encode()
+    return len(header).to_bytes(4, "big") + header + stdin
+
+
+def decode_request(data: bytes) -> tuple[str, dict, bytes]:
+    n = int.from_bytes(data[:4], "big")
+    fields = data[4:4 + n].decode().split("\0")
+    env = dict(f.split("=", 1) for f in fields[1:] if "=" in f)
+    return fields[0], env, data[4 + n:]
 
 
 def _forward(plugin: str, stdin: bytes) -> tuple[str, int] | None:
-    path = _socket_path()
+    path = os.environ.get("NETPLUG_SOCKET") or SOCKET
     if os.environ.get("NETPLUG_NO_DAEMON") or not os.path.exists(path):
         return None
-    env = {k: v for k, v in os.environ.items() if k.startswith(FORWARDED_ENV)}
-    header = json.dumps({"plugin": plugin, "env": env, "stdin_len": len(stdin)}).encode()
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    import _socket  # the C module: `import socket` costs ~5 ms more
+
+    s = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
     try:
         s.connect(path)
     except OSError:
         s.close()
         return None  # stale socket: the daemon is gone, do the work ourselves
     netns = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+    chunks = []
     try:
-        s.sendmsg([len(header).to_bytes(4, "big"), header, stdin],
-                  [(socket.SOL_SOCKET, socket.SCM_RIGHTS, netns.to_bytes(4, sys.byteorder))])
-        s.shutdown(socket.SHUT_WR)
-        chunks = []
+        s.sendmsg([encode_request(plugin, os.environ, stdin)],
+                  [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, netns.to_bytes(4, sys.byteorder))])
+        s.shutdown(_socket.SHUT_WR)
         while True:
             b = s.recv(65536)
             if not b:
                 break
             chunks.append(b)
-            if sum(map(len, chunks)) > MAX_REPLY:
-                break
     except OSError:
         return None
     finally:
@@ -57,15 +69,13 @@ def _forward(plugin: str, stdin: bytes) -> tuple[str, int] | None:
 
 def run(plugin: str) -> int:
     if os.environ.get("CNI_COMMAND") == "VERSION":
-        from .cni.version import SPEC_VERSION, SUPPORTED
-
-        sys.stdout.write(json.dumps({"cniVersion": SPEC_VERSION, "supportedVersions": list(SUPPORTED)}) + "\n")
+        sys.stdout.write(VERSION_REPLY)
         return 0
     stdin = b"" if sys.stdin is None or sys.stdin.closed else sys.stdin.buffer.read()
     got = _forward(plugin, stdin)
     if got is None:
-        from .logsetup import setup
         from .cni.skel import dispatch
+        from .logsetup import setup
 
         setup()
         got = dispatch(dict(os.environ), stdin, plugin)

@@ -25,7 +25,6 @@ class Attachment:
     ips: list[str] = field(default_factory=list)
     port_mappings: list[dict] = field(default_factory=list)
     complete: bool = False
-    deleting: bool = False  # set under the network lock, so concurrent DELs agree who is last
 
 
 class StateStore:
@@ -54,21 +53,76 @@ class StateStore:
         os.replace(tmp, self._path(a.owner))
 
     def remove(self, owner: str) -> None:
-        try:
-            os.unlink(self._path(owner))
-        except FileNotFoundError:
-            pass
+        for path in (self._path(owner), os.path.join(self.dir, f"{owner}.deleting")):
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
+
+    def mark_deleting(self, owner: str) -> None:
+        """Under the network lock: concurrent DELs then agree on which one is the last."""
+        if os.path.exists(self._path(owner)):
+            os.close(os.open(os.path.join(self.dir, f"{owner}.deleting"),
+                             os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600))
+
+    def live_owners(self) -> set[str]:
+        """Owners with a record that is not being deleted (names only: no file is read)."""
+        names = os.listdir(self.dir)
+        gone = {n[:-9] for n in names if n.endswith(".deleting")}
+        return {n[:-5] for n in names if n.endswith(".json")} - gone
 
     def all(self) -> list[Attachment]:
         return [a for n in sorted(os.listdir(self.dir)) if n.endswith(".json")
                 if (a := _read(os.path.join(self.dir, n))) is not None]
+
+    # --- host-wide published-port registry: <stateDir>/ports/<proto>-<port>/<hostIP> -----------
+    def _port_dir(self, proto: str, port: int) -> str:
+        return os.path.join(self.root, "ports", f"{proto}-{port}")
+
+    def port_holders(self, proto: str, port: int) -> dict[str, dict]:
+        """hostIP ("0.0.0.0" = all) -> holder, for one protocol/port. Caller holds ports_lock."""
+        d = self._port_dir(proto, port)
+        out = {}
+        try:
+            names = os.listdir(d)
+        except FileNotFoundError:
+            return out
+        for ip in names:
+            try:
+                with open(os.path.join(d, ip)) as f:
+                    out[ip] = json.load(f)
+            except (OSError, ValueError):
+                continue
+        return out
+
+    def claim_port(self, proto: str, port: int, host_ip: str, holder: dict) -> None:
+        d = self._port_dir(proto, port)
+        os.makedirs(d, mode=0o700, exist_ok=True)
+        path = os.path.join(d, host_ip or "0.0.0.0")
+        tmp = path + f".tmp{os.getpid()}"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump(holder, f)
+        os.replace(tmp, path)
+
+    def release_port(self, proto: str, port: int, host_ip: str, owner: str) -> None:
+        d = self._port_dir(proto, port)
+        path = os.path.join(d, host_ip or "0.0.0.0")
+        try:
+            with open(path) as f:
+                if json.load(f).get("owner") != owner:
+                    return  # someone else's claim now
+            os.unlink(path)
+            os.rmdir(d)
+        except (OSError, ValueError):
+            pass
 
     def all_networks(self) -> list[Attachment]:
         """Every attachment on this host, for host-wide checks (published ports)."""
         out = []
         for net in sorted(os.listdir(self.root)):
             d = os.path.join(self.root, net)
-            if os.path.isdir(d):
+            if os.path.isdir(d) and net != "ports":
                 out += [a for n in sorted(os.listdir(d)) if n.endswith(".json")
                         if (a := _read(os.path.join(d, n))) is not None]
         return out

@@ -108,6 +108,19 @@ class World:
         r = nsexec(ns, *args, check=False)
         return r.stdout.strip() or None
 
+    def serve_many(self, namespaces, port):
+        p = subprocess.Popen([PY, os.path.join(HERE, "peer.py"), "serve-many", str(port),
+                              ",".join(self.netns_path(n) for n in namespaces)],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        assert p.stdout.readline().strip() == "ready", p.stderr.read()
+        self.procs.append(p)
+        return p
+
+    def ask_many(self, ns, ip, ports, timeout=3.0) -> list[str]:
+        r = nsexec(ns, PY, os.path.join(HERE, "peer.py"), "ask-many", ip,
+                   ",".join(map(str, ports)), str(timeout), check=False)
+        return r.stdout.split()
+
     def close(self):
         for p in self.procs:
             p.kill()

@@ -94,7 +94,9 @@ class Backend:
         """Cheap: does this backend hold any netplug state in this netns?"""
         raise NotImplementedError
 
-    def _list(self) -> tuple[list[LiveRule], set[tuple[str, str]]]:
+    def _list(self, scope: set[tuple[str, str]] | None = None) -> tuple[list[LiveRule], set[tuple[str, str]]]:
+        """Live rules with a comment, and netplug's chains. With `scope`, a backend may read only
+        those chains (what an ADD touches does not grow with the number of containers)."""
         raise NotImplementedError
 
     def _apply(self, ops: Ops) -> None:
@@ -108,12 +110,13 @@ class Backend:
         raise NotImplementedError
 
     # shared logic
-    def sync(self, plan: P.Plan, remove: list[frozenset] = (), remove_chains=(), prune=False) -> None:
+    def sync(self, plan: P.Plan, remove: list[frozenset] = (), remove_chains=(), prune=False,
+             scope: set[tuple[str, str]] | None = None) -> None:
         reason = self.unavailable()
         if reason:
             raise UnavailableError(f"firewall backend {self.name} is not usable: {reason}")
         with flocked(self.lock_path, what="firewall"):
-            live, chains = self._list()
+            live, chains = self._list(None if prune else scope)
             ops = compute_ops(plan, list(remove), list(remove_chains), prune, live, chains)
             if ops:
                 self._apply(ops)

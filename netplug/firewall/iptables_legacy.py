@@ -97,7 +97,7 @@ class LegacyBackend(Backend):
             return False
         return bool(self._list()[1])
 
-    def _list(self):
+    def _list(self, scope=None):  # libiptc loads whole tables anyway
         live, chains = [], set()
         with _lock:
             for tname in ("nat", "filter"):

@@ -60,10 +60,11 @@ class IptablesNftBackend(Backend):
         if libnft.available() is not None:
             return bool(self._list()[1])
         try:
-            objs = libnft.run_json("list table ip nat") + libnft.run_json("list table ip filter")
+            objs = libnft.run_json("list chains ip")  # chain names only: cheap at any size
         except libnft.NftError:
-            objs = []
-        return any(o.get("chain", {}).get("name", "").startswith("NETPLUG-") for o in objs)
+            return False
+        return any(o["chain"]["table"] in ("nat", "filter") and o["chain"]["name"].startswith("NETPLUG-")
+                   for o in objs if "chain" in o)
 
     def _save(self, table: str) -> str:
         proc = subprocess.run([self._which(self.save_cmd), "-t", table], capture_output=True, text=True)
@@ -71,7 +72,7 @@ class IptablesNftBackend(Backend):
             raise SetupError(f"{self.save_cmd} -t {table}: {proc.stderr.strip()}")
         return proc.stdout
 
-    def _list(self):
+    def _list(self, scope=None):  # iptables-save reads whole tables anyway
         live, chains = [], set()
         for t in TABLES:
             lv, ch = parse_save(self._save(t))

@@ -33,7 +33,12 @@ class NftBackend(Backend):
             return False
 
     def present(self):
-        return self.table_exists(FAMILY, TABLE)
+        # one small chain instead of the table: listing grows with the rules, this does not
+        try:
+            libnft.run(f"list chain {FAMILY} {TABLE} POSTROUTING")
+            return True
+        except libnft.NftError:
+            return self._scoped({("nat", "NETPLUG-HOSTPORTS")}) != []
 
     def _objects(self) -> list[dict]:
         try:
@@ -41,10 +46,19 @@ class NftBackend(Backend):
         except libnft.NftError:
             return []
 
-    def _list(self):
+    def _scoped(self, scope) -> list[dict]:
+        objs = []
+        for _, chain in sorted(scope):
+            try:
+                objs += libnft.run_json(f"list chain {FAMILY} {TABLE} {chain}")
+            except libnft.NftError:
+                continue  # not there (yet)
+        return objs
+
+    def _list(self, scope=None):
         live, chains = [], set()
         table_of = {}
-        for obj in self._objects():
+        for obj in (self._objects() if scope is None else self._scoped(scope)):
             if "chain" in obj:
                 c = obj["chain"]
                 t = _table_of(c["name"], c.get("type"))
@@ -52,8 +66,12 @@ class NftBackend(Backend):
                 chains.add((t, c["name"]))
             elif "rule" in obj:
                 r = obj["rule"]
-                live.append(LiveRule(table_of.get(r["chain"], "nat"), r["chain"],
-                                     r.get("comment", ""), r["handle"]))
+                t = table_of.get(r["chain"], "nat")
+                live.append(LiveRule(t, r["chain"], r.get("comment", ""), r["handle"]))
+                # a jump proves its target exists; re-adding an existing chain costs ~12 ms
+                for e in r.get("expr", []):
+                    if isinstance(e, dict) and "jump" in e:
+                        chains.add((_table_of(e["jump"]["target"], None), e["jump"]["target"]))
         return live, chains
 
     def _apply(self, ops: Ops) -> None:
@@ -63,11 +81,13 @@ class NftBackend(Backend):
         # flush every doomed chain before deleting any: they may jump to each other
         cmds += [f"flush chain {FAMILY} {TABLE} {chain}" for _, chain in ops.delete_chains]
         cmds += [f"delete chain {FAMILY} {TABLE} {chain}" for _, chain in ops.delete_chains]
-        for _, chain in ops.flush_chains:
-            cmds.append(f"flush chain {FAMILY} {TABLE} {chain}")
-        for key in ops.create_chains + _base_chains(ops):
+        for key in ops.create_chains + ops.flush_chains + _base_chains(ops):
             hook = HOOKS.get(key)
             cmds.append(f"add chain {FAMILY} {TABLE} {key[1]}" + (f" {{ {hook} }}" if hook else ""))
+        # chains we own outright are emptied before refilling, whether or not we saw them
+        fill = {r.chain for r in ops.add_rules if r.chain.startswith("NETPLUG-DN-")}
+        for chain in sorted(fill | {c for _, c in ops.flush_chains}):
+            cmds.append(f"flush chain {FAMILY} {TABLE} {chain}")
         for r in ops.add_rules:
             for stmt in to_nft(r):
                 cmds.append(f"add rule {FAMILY} {TABLE} {r.chain} {stmt}")
@@ -75,7 +95,9 @@ class NftBackend(Backend):
             libnft.run("\n".join(cmds))
         except libnft.NftError as e:
             raise SetupError(f"nftables: {e}") from None
-        if ops.delete_chains and self._only_table_left():
+        from .plan import SHARED_CHAINS
+
+        if set(ops.delete_chains) & set(SHARED_CHAINS) and self._only_table_left():
             libnft.run(f"delete table {FAMILY} {TABLE}")
 
     def _only_table_left(self) -> bool:

@@ -12,7 +12,7 @@ class NoneBackend(Backend):
     def present(self):
         return False
 
-    def _list(self):
+    def _list(self, scope=None):
         return [], set()
 
     def _apply(self, ops):

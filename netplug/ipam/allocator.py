@@ -49,9 +49,11 @@ def iterate(rset: list[Range], last: IPAddr | None) -> Iterator[IPAddr]:
 
 
 def allocate(store: Store, ranges: list[list[Range]], cid: str, ifname: str,
-             requested: list[IPAddr] | None = None) -> list[tuple[IPAddr, Range]]:
-    """Reserve one address per range set. Caller holds the store lock. All-or-nothing."""
-    if store.ips_of(cid, ifname):
+             requested: list[IPAddr] | None = None, check_duplicate: bool = True) -> list[tuple[IPAddr, Range]]:
+    """Reserve one address per range set. Caller holds the store lock. All-or-nothing.
+    `check_duplicate` scans the store for an earlier reservation of (cid, ifname); the bridge
+    plugin skips it because its attachment record already answers that in O(1)."""
+    if check_duplicate and store.ips_of(cid, ifname):
         raise ConfigError(f"{store.ips_of(cid, ifname)[0]} has been allocated to {cid}, "
                           "duplicate allocation is not allowed")
     requested = list(requested or [])

@@ -18,12 +18,13 @@ def store_for(nc: NetConf) -> DiskStore:
     return DiskStore(_conf(nc).data_dir, nc.name)
 
 
-def add(nc: NetConf, cid: str, ifname: str, undo_log: list | None = None) -> Result:
+def add(nc: NetConf, cid: str, ifname: str, undo_log: list | None = None,
+        check_duplicate: bool = True) -> Result:
     ipam = _conf(nc)
     store = store_for(nc)
     with store.locked():
         before = {i: store.last_reserved(i) for i in range(len(ipam.ranges))}
-        got = allocator.allocate(store, ipam.ranges, cid, ifname, nc.requested_ips)
+        got = allocator.allocate(store, ipam.ranges, cid, ifname, nc.requested_ips, check_duplicate)
         if undo_log is not None:
             undo_log.append((before, {i: ip for i, (ip, _) in enumerate(got)}))
     res = Result()
@@ -41,10 +42,10 @@ def _iface(ip, r):
     return ipaddress.ip_interface(f"{ip}/{r.subnet.prefixlen}")
 
 
-def delete(nc: NetConf, cid: str, ifname: str) -> list:
+def delete(nc: NetConf, cid: str, ifname: str, hint: list | None = None) -> list:
     store = store_for(nc)
     with store.locked():
-        return store.release_owner(cid, ifname)
+        return store.release_owner(cid, ifname, hint or [])
 
 
 def rollback(nc: NetConf, cid: str, ifname: str, before: dict, mine: dict) -> None:

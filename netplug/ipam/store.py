@@ -96,7 +96,15 @@ class DiskStore:
         except FileNotFoundError:
             pass
 
-    def release_owner(self, cid: str, ifname: str) -> list[IPAddr]:
+    def release_owner(self, cid: str, ifname: str, hint: list[IPAddr] = ()) -> list[IPAddr]:
+        """Release every address of (cid, ifname). With `hint` (the addresses the caller
+        recorded) only those files are read; otherwise the whole store is scanned."""
+        if hint:
+            gone = [ip for ip in hint if (o := self.owner_of(ip)) and _matches(o, cid, ifname)]
+            if gone:
+                for ip in gone:
+                    self.release(ip)
+                return gone
         gone = self.ips_of(cid, ifname)
         for ip in gone:
             self.release(ip)

@@ -42,6 +42,16 @@ class Links:
         found = self.ipr.link_lookup(ifname=name)
         return found[0] if found else None
 
+    def lookup(self, name: str) -> dict | None:
+        """One RTM_GETLINK by name: index, kind, mac, mtu, flags; None if there is none."""
+        try:
+            msg = self.ipr.link("get", ifname=name)[0]
+        except self.NetlinkError as e:
+            if e.code == errno.ENODEV:
+                return None
+            raise SetupError(f"look up {name}: {e.args[-1]}") from None
+        return _info(msg)
+
     def get(self, index: int):
         return self.ipr.link("get", index=index)[0]
 
@@ -50,17 +60,7 @@ class Links:
         return info.get_attr("IFLA_INFO_KIND") if info else ""
 
     def info(self, index: int) -> dict:
-        msg = self.get(index)
-        info = msg.get_attr("IFLA_LINKINFO")
-        return {
-            "name": msg.get_attr("IFLA_IFNAME"),
-            "mac": msg.get_attr("IFLA_ADDRESS"),
-            "mtu": msg.get_attr("IFLA_MTU"),
-            "master": msg.get_attr("IFLA_MASTER"),
-            "up": bool(msg["flags"] & 1),
-            "kind": info.get_attr("IFLA_INFO_KIND") if info else "",
-            "promisc": bool(msg["flags"] & 0x100),
-        }
+        return _info(self.get(index))
 
     def addresses(self, index: int, family: int = socket.AF_INET) -> list:
         return [ipaddress.ip_interface(f"{a.get_attr('IFA_ADDRESS')}/{a['prefixlen']}")
@@ -83,26 +83,29 @@ class Links:
         return out
 
     # --- bridge -------------------------------------------------------------------------------
-    def ensure_bridge(self, name: str, mtu: int, promisc: bool) -> int:
-        idx = self.index(name)
-        if idx is None:
+    def ensure_bridge(self, name: str, mtu: int, promisc: bool, have: dict | None = None) -> dict:
+        """The bridge's info; created (and set up) if missing. `have`: a lookup already made."""
+        br = have or self.lookup(name)
+        if br is None:
             try:
                 self.ipr.link("add", ifname=name, kind="bridge", mtu=mtu)
             except self.NetlinkError as e:
                 if e.code != errno.EEXIST:  # another ADD made it first: fine
                     raise SetupError(f"create bridge {name}: {e.args[-1]}") from None
-            idx = self.index(name)
-            if idx is None:
+            br = self.lookup(name)
+            if br is None:
                 raise SetupError(f"bridge {name} vanished right after it was created")
-        kind = self.kind(idx)
-        if kind != "bridge":
-            raise ConfigError(f'"{name}" already exists but is not a bridge (it is a {kind or "device"})',
-                              "choose another \"bridge\" name in the network config")
-        spec = {"state": "up"}
-        if promisc:
-            spec["flags"], spec["mask"] = 0x100, 0x100
-        self.ipr.link("set", index=idx, **spec)
-        return idx
+            if br["kind"] == "bridge":
+                # pin the MAC: otherwise it follows the lowest port MAC and churns as ports come
+                # and go, which breaks neighbours' ARP caches (as the reference bridge does)
+                self.ipr.link("set", index=br["index"], address=br["mac"])
+        refuse_non_bridge(name, br)
+        if not br["up"] or (promisc and not br["promisc"]):
+            spec = {"state": "up"}
+            if promisc:
+                spec["flags"], spec["mask"] = 0x100, 0x100
+            self.ipr.link("set", index=br["index"], **spec)
+        return br
 
     def ensure_gateway(self, bridge: str, idx: int, gw: ipaddress.IPv4Interface, force: bool) -> None:
         fam = socket.AF_INET if gw.version == 4 else socket.AF_INET6
@@ -131,25 +134,25 @@ class Links:
                                   "choose another subnet for this network (ipam.ranges)")
 
     # --- veth ---------------------------------------------------------------------------------
-    def create_veth(self, host: str, peer: str, netns_fd: int, mtu: int, mac: str = "") -> int:
+    def create_veth(self, host: str, peer: str, netns_fd: int, mtu: int, mac: str = "") -> dict:
         peer_spec = {"ifname": peer, "net_ns_fd": netns_fd, "mtu": mtu}
         if mac:
             peer_spec["address"] = mac
         try:
             self.ipr.link("add", ifname=host, kind="veth", mtu=mtu, peer=peer_spec)
         except self.NetlinkError as e:
-            if e.code == errno.EEXIST:
-                raise SetupError(f"create veth {host}<->{peer}: an interface of that name exists") from None
+            if e.code == errno.EEXIST:  # the host name was cleared before, so it is the peer
+                raise ConfigError(f"interface {peer} already exists in the container's netns") from None
             raise SetupError(f"create veth {host}<->{peer}: {e.args[-1]}") from None
-        idx = self.index(host)
-        if idx is None:
+        hv = self.lookup(host)
+        if hv is None:
             raise SetupError(f"veth {host} vanished right after it was created")
-        return idx
+        return hv
 
     def attach(self, idx: int, bridge_idx: int, hairpin: bool) -> None:
         self.ipr.link("set", index=idx, master=bridge_idx)
         if hairpin:
-            self.ipr.brport("set", index=idx, mode=1)
+            self.ipr.brport("set", index=idx, mode=1)  # before up: no frame sees it off
         self.ipr.link("set", index=idx, state="up")
 
     def delete(self, name: str) -> bool:
@@ -185,3 +188,23 @@ class Links:
         except self.NetlinkError as e:
             if e.code != code:
                 raise SetupError(f"{what} {args[0]} {kw.get('address', '')}: {e.args[-1]}") from None
+
+
+def _info(msg) -> dict:
+    info = msg.get_attr("IFLA_LINKINFO")
+    return {
+        "index": msg["index"],
+        "name": msg.get_attr("IFLA_IFNAME"),
+        "mac": msg.get_attr("IFLA_ADDRESS"),
+        "mtu": msg.get_attr("IFLA_MTU"),
+        "master": msg.get_attr("IFLA_MASTER"),
+        "up": bool(msg["flags"] & 1),
+        "kind": info.get_attr("IFLA_INFO_KIND") if info else "",
+        "promisc": bool(msg["flags"] & 0x100),
+    }
+
+
+def refuse_non_bridge(name: str, link: dict) -> None:
+    if link["kind"] != "bridge":
+        raise ConfigError(f'"{name}" already exists but is not a bridge (it is a {link["kind"] or "device"})',
+                          'choose another "bridge" name in the network config')

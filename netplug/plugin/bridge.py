@@ -18,6 +18,7 @@ from ..ipam import delegate
 from ..ipam import local as ipam_local
 from ..netlink import ns, sysctl
 from ..state import Attachment, StateStore
+from ..netlink.link import refuse_non_bridge
 from .undo import Undo, fault_point
 
 log = logging.getLogger("netplug")
@@ -30,15 +31,16 @@ def host_veth_name(owner: str) -> str:
 
 # --- IPAM: in-process for our own type, exec'd per the CNI contract for any other ----------------
 
-def ipam_run(req: Request, nc: NetConf, command: str, undo_log: list | None = None) -> Result | None:
+def ipam_run(req: Request, nc: NetConf, command: str, undo_log: list | None = None,
+             hint: list | None = None) -> Result | None:
     if nc.ipam is None:
         raise ConfigError("network config has no ipam section",
                           'add "ipam": {"type": "netplug-ipam", "ranges": [[{"subnet": "172.17.0.0/16"}]]}')
     if nc.ipam.type == OWN_IPAM:
         if command == "ADD":
-            return ipam_local.add(nc, req.container_id, req.ifname, undo_log)
+            return ipam_local.add(nc, req.container_id, req.ifname, undo_log, check_duplicate=False)
         if command == "DEL":
-            ipam_local.delete(nc, req.container_id, req.ifname)
+            ipam_local.delete(nc, req.container_id, req.ifname, hint)
         elif command == "CHECK":
             ipam_local.check(nc, req.container_id, req.ifname)
         elif command == "STATUS":
@@ -102,36 +104,32 @@ def _reserve_ports_and_record(store: StateStore, nc: NetConf, req: Request, owne
                               f"on network {nc.name}", "DEL it before adding it again")
         if existing:  # left by an ADD that was killed: clean it before starting over
             _teardown(req, nc, existing, store, keep_record=True)
-        taken = {}
-        for a in store.all_networks():
-            if a.owner == owner:
-                continue
-            for m in a.port_mappings:
-                pm = PortMapping(m["hostPort"], m["containerPort"], m["protocol"], m.get("hostIP", ""))
-                taken[pm.key()] = a
+            # (its rules are gone now, so the ADD below is "fresh" again)
         for pm in nc.port_mappings:
-            for k in _overlapping_keys(pm):
-                if k in taken:
-                    holder = taken[k]
+            for ip, holder in store.port_holders(pm.protocol, pm.host_port).items():
+                if holder.get("owner") == owner:
+                    continue
+                if ip == (pm.host_ip or "0.0.0.0") or "0.0.0.0" in (ip, pm.host_ip or "0.0.0.0"):
                     raise ConfigError(
                         f"Bind for {pm.host_ip or '0.0.0.0'}:{pm.host_port} failed: port is already allocated",
-                        f"{pm.protocol}/{pm.host_port} is published by container {holder.container_id} "
-                        f"on network {holder.network}")
+                        f"{pm.protocol}/{pm.host_port} is published by container {holder.get('container_id')} "
+                        f"on network {holder.get('network')}")
         store.put(Attachment(
             network=nc.name, container_id=req.container_id, ifname=req.ifname, owner=owner,
             host_veth=host_veth_name(owner), bridge=nc.bridge, netns=req.netns,
             backend=backend.name if backend else "",
             port_mappings=[pm.to_json() for pm in nc.port_mappings]))
-    undo.push("attachment record", store.remove, owner)
+        for pm in nc.port_mappings:
+            store.claim_port(pm.protocol, pm.host_port, pm.host_ip,
+                             {"owner": owner, "container_id": req.container_id, "network": nc.name})
+    undo.push("attachment record", _forget, store, owner, nc.port_mappings)
 
 
-def _overlapping_keys(pm: PortMapping):
-    # 0.0.0.0:8080 collides with 192.0.2.10:8080 and the other way round, as in Docker.
-    yield pm.key()
-    if pm.host_ip:
-        yield (pm.protocol, "0.0.0.0", pm.host_port)
-    else:
-        yield from ()
+def _forget(store: StateStore, owner: str, mappings: list[PortMapping]) -> None:
+    with store.ports_lock():
+        for pm in mappings:
+            store.release_port(pm.protocol, pm.host_port, pm.host_ip, owner)
+        store.remove(owner)
 
 
 def _add(req, nc, owner, store, cont_fd, backend, undo) -> Result:
@@ -147,36 +145,33 @@ def _add(req, nc, owner, store, cont_fd, backend, undo) -> Result:
     fault_point(req.env, "after-ipam")
     v4 = [ip for ip in ipam_res.ips if ip.address.version == 4]
     with Links() as host:
-        br_idx = host.index(nc.bridge)
-        if br_idx is not None and host.kind(br_idx) != "bridge":
-            host.ensure_bridge(nc.bridge, nc.mtu, nc.promisc_mode)  # raises the clear error
-        for ip in ipam_res.ips:
-            host.refuse_overlap(ip.address.network, br_idx)
-        br_idx = host.ensure_bridge(nc.bridge, nc.mtu, nc.promisc_mode)
+        br = host.lookup(nc.bridge)
+        if br is not None:
+            refuse_non_bridge(nc.bridge, br)
+        for ip in ipam_res.ips:  # before creating anything: a clash with a host route is fatal
+            host.refuse_overlap(ip.address.network, br["index"] if br else None)
+        br = host.ensure_bridge(nc.bridge, nc.mtu, nc.promisc_mode, br)
         if nc.is_gateway:
             for ip in ipam_res.ips:
                 if ip.gateway:
                     gw = ipaddress.ip_interface(f"{ip.gateway}/{ip.address.network.prefixlen}")
-                    host.ensure_gateway(nc.bridge, br_idx, gw, nc.force_address)
+                    host.ensure_gateway(nc.bridge, br["index"], gw, nc.force_address)
             sysctl.enable_forwarding()
+        hv = host_veth_name(owner)
+        if host.delete(hv):  # a leftover of this same attachment (names are derived from it)
+            log.info("removed stale %s of container %s", hv, req.container_id)
+        hvi = host.create_veth(hv, req.ifname, cont_fd, nc.mtu, nc.mac)
+        undo.push("host veth", _delete_link, hv)
+        fault_point(req.env, "after-veth")
+        host.attach(hvi["index"], br["index"], nc.hairpin_mode or bool(nc.port_mappings))
+        routes = _container_routes(nc, ipam_res)
         with ns.entered(cont_fd):
             cont = Links()
-        try:
-            if cont.index(req.ifname) is not None:
-                raise ConfigError(f"interface {req.ifname} already exists in container netns {req.netns}")
-            hv = host_veth_name(owner)
-            if host.index(hv) is not None:
-                host.delete(hv)  # a leftover of this same attachment (names are derived from it)
-            hv_idx = host.create_veth(hv, req.ifname, cont_fd, nc.mtu, nc.mac)
-            undo.push("host veth", _delete_link, hv)
-            fault_point(req.env, "after-veth")
-            host.attach(hv_idx, br_idx, nc.hairpin_mode or bool(nc.port_mappings))
-            c_idx = cont.index(req.ifname)
-            routes = _container_routes(nc, ipam_res)
-            cont.configure(c_idx, [ip.address for ip in ipam_res.ips], routes)
-            br, hvi, ci = host.info(br_idx), host.info(hv_idx), cont.info(c_idx)
-        finally:
-            cont.close()
+        with cont:
+            ci = cont.lookup(req.ifname)
+            if ci is None:
+                raise SetupError(f"{req.ifname} is missing in {req.netns} right after it was created")
+            cont.configure(ci["index"], [ip.address for ip in ipam_res.ips], routes)
     if backend is not None and v4:
         _firewall_add(req, nc, owner, store, backend, str(v4[0].address.ip), undo)
         fault_point(req.env, "after-firewall")
@@ -233,13 +228,17 @@ def _chain_onto_prev(nc: NetConf, res: Result) -> Result:
     return prev
 
 
-def _firewall_add(req, nc, owner, store, backend, ip, undo) -> None:
+def _firewall_add(req, nc, owner, store, backend, ip, undo, fresh: bool = True) -> None:
     subnet = str(nc.ipam.first_range.subnet) if nc.ipam and nc.ipam.ranges else \
         str(ipaddress.ip_interface(store.get(owner).ips[0] if store.get(owner).ips else ip + "/32").network)
     plan = P.base() + P.network(nc.name, subnet, nc.bridge, nc.ip_masq) + \
         P.container(nc.name, req.container_id, owner, ip, subnet, nc.port_mappings)
+    shared = P.base() + P.network(nc.name, subnet, nc.bridge, nc.ip_masq)
+    # A fresh attachment has no rules yet (its record precedes any rule), so only the shared
+    # chains need reading: the cost of ADD stays flat however many containers there are.
+    scope = {(r.table, r.chain) for r in shared.ensure} if fresh else None
     with store.network_lock():
-        backend.sync(plan, remove=[P.container_tag(owner)])
+        backend.sync(plan, remove=[P.container_tag(owner)], scope=scope)
     undo.push("firewall rules", _firewall_remove_owner, backend, owner)
     if nc.port_mappings:
         sysctl.route_localnet(nc.bridge)
@@ -304,7 +303,8 @@ def _teardown(req: Request, nc: NetConf, a: Attachment, store: StateStore, keep_
     except NetplugError as e:
         errors.append(e)
     try:
-        ipam_run(_req_for(req, a), nc, "DEL")
+        hint = [ipaddress.ip_interface(x).ip for x in a.ips]
+        ipam_run(_req_for(req, a), nc, "DEL", hint=hint)
     except NetplugError as e:
         errors.append(e)
     udp = [PortMapping(m["hostPort"], m["containerPort"], m["protocol"]) for m in a.port_mappings]
@@ -315,7 +315,9 @@ def _teardown(req: Request, nc: NetConf, a: Attachment, store: StateStore, keep_
     if errors:
         raise errors[0]
     if not keep_record:
-        store.remove(a.owner)
+        mappings = [PortMapping(m["hostPort"], m["containerPort"], m["protocol"], m.get("hostIP", ""))
+                    for m in a.port_mappings]
+        _forget(store, a.owner, mappings)
 
 
 def _req_for(req: Request, a: Attachment) -> Request:
@@ -334,14 +336,13 @@ def _firewall_teardown(nc: NetConf, a: Attachment, store: StateStore) -> None:
     if not backends:
         return
     with store.network_lock():
-        if store.get(a.owner) is not None:
-            a.deleting = True
-            store.put(a)
-        others = [x for x in store.all() if x.owner != a.owner and not x.deleting]
-        last = not others
+        store.mark_deleting(a.owner)
+        last = not (store.live_owners() - {a.owner})
         remove = [P.container_tag(a.owner)] + ([P.network_tag(nc.name)] if last else [])
+        scope = {("nat", P.HOSTPORTS), ("nat", P.dn_chain(a.owner))}
         for b in backends:
-            b.sync(P.Plan(), remove=remove, remove_chains=[("nat", P.dn_chain(a.owner))], prune=last)
+            b.sync(P.Plan(), remove=remove, remove_chains=[("nat", P.dn_chain(a.owner))], prune=last,
+                   scope=scope)
 
 
 # --- CHECK -------------------------------------------------------------------------------------
@@ -421,7 +422,7 @@ def gc(req: Request, nc: NetConf) -> None:
             stale = [h for h, net in b.owners().items() if net == nc.name and h not in valid_owners]
             if stale:
                 with store.network_lock():
-                    last = not store.all()
+                    last = not store.live_owners()
                     b.sync(P.Plan(), remove=[frozenset({f"np:{h}"}) for h in stale]
                            + ([P.network_tag(nc.name)] if last else []),
                            remove_chains=[("nat", P.dn_chain(h)) for h in stale], prune=last)

@@ -148,3 +148,19 @@ def test_config_with_capabilities_args_and_unknown_keys_parses():  # item 11 (pa
 def test_cni_args_malformed():
     e = error({**ADD_ENV, "CNI_ARGS": "garbage"}, json.dumps(conf()))
     assert e["code"] == 4
+
+
+def test_shim_version_reply_matches_spec_module():
+    from netplug.cni.skel import version_reply
+    from netplug.shim import VERSION_REPLY
+
+    assert json.loads(VERSION_REPLY) == json.loads(version_reply())
+
+
+def test_shim_wire_format_roundtrip():
+    from netplug.shim import decode_request, encode_request
+
+    env = {"CNI_COMMAND": "ADD", "CNI_ARGS": "IP=1.2.3.4;X=a=b", "HOME": "/root", "NETPLUG_TEST_FAIL": "x"}
+    plugin, got, stdin = decode_request(encode_request("netplug", env, b'{"a": 1}'))
+    assert plugin == "netplug" and stdin == b'{"a": 1}'
+    assert got == {"CNI_COMMAND": "ADD", "CNI_ARGS": "IP=1.2.3.4;X=a=b", "NETPLUG_TEST_FAIL": "x"}
