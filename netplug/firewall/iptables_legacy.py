@@ -97,7 +97,9 @@ class LegacyBackend(Backend):
             return False
         return bool(self._list()[1])
 
-    def _list(self, scope=None):  # libiptc loads whole tables anyway
+    def _list(self, scope=None):
+        # Decoding rules into Python objects is what costs here, so with a scope only the rules
+        # of those chains are read; chain names are always read (creating an existing chain fails).
         live, chains = [], set()
         with _lock:
             for tname in ("nat", "filter"):
@@ -105,6 +107,8 @@ class LegacyBackend(Backend):
                 for chain in t.chains:
                     if chain.name.startswith("NETPLUG-"):
                         chains.add((tname, chain.name))
+                    if scope is not None and (tname, chain.name) not in scope:
+                        continue
                     for rule in chain.rules:
                         c = _comment(rule)
                         if c:

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Installs what netplug needs on Debian/Ubuntu (as root) into ./.venv. Idempotent.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if [ "$(id -u)" != 0 ]; then echo "setup.sh: run as root (sudo)" >&2; exit 2; fi
+export DEBIAN_FRONTEND=noninteractive
+need=()
+for pkg in iproute2 iptables nftables libnftables1 conntrack containernetworking-plugins \
+           iputils-ping util-linux python3 python3-venv; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || need+=("$pkg")
+done
+if [ ${#need[@]} -gt 0 ]; then
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+PY="${PYTHON:-python3}"
+if [ ! -x .venv/bin/python ]; then
+  "$PY" -m venv .venv
+fi
+.venv/bin/pip install -q --disable-pip-version-check -e '.[test]'
