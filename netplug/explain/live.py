@@ -159,13 +159,17 @@ def containers(state_dir: str, data_dirs) -> dict:
 
 def filter_facts(rs: Ruleset, ctx: Context) -> None:
     """FORWARD policy and which interfaces FORWARD accepts, from the filter tables read."""
+    # An accept in one table does not overrule a drop in another (each base chain votes), so
+    # only accepts in the table whose FORWARD policy is DROP count.
     for t in rs.tables:
         if t.name != "filter" or "FORWARD" not in t.chains:
             continue
-        if t.chains["FORWARD"].policy.upper() == "DROP":
-            ctx.filter_forward_policy = "DROP"
-        for r in rs.rules("filter"):
-            if r.target == "ACCEPT":
-                for iface in (r.iif, r.oif):
-                    if iface and not (r.iif_neg or r.oif_neg):
-                        ctx.forward_accepts.append(iface)
+        if t.chains["FORWARD"].policy.upper() != "DROP":
+            continue
+        ctx.filter_forward_policy = "DROP"
+        for ch in t.chains.values():
+            for r in ch.rules:
+                if r.target == "ACCEPT":
+                    for iface in (r.iif, r.oif):
+                        if iface and not (r.iif_neg or r.oif_neg):
+                            ctx.forward_accepts.append(iface)
