@@ -63,7 +63,8 @@ def explained_rules(rs: Ruleset, ctx: Context, lang: str) -> list[dict]:
         for c in t.chains.values():
             for r in c.rules:
                 cont = container_of(ctx, r)
-                out.append({"table": r.table, "chain": r.chain, "rule": r.save, "owner": owner_of(rs, r),
+                out.append({"table": r.table, "chain": r.chain, "rule": r.save,
+                            **({"nft": r.nft_statement} if r.nft_statement else {}), "owner": owner_of(rs, r),
                             "backend": r.origin, "explanation": describe(r, lang, cont),
                             "understood": r.understood,
                             "container_id": cont["container_id"] if cont else None})

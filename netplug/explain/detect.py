@@ -39,11 +39,7 @@ def read_dump(text: str) -> Ruleset:
         rs = parse_nft_json(text)
     else:
         rs = parse_nft_text(text)
-    for r in rs.rules():
-        if not r.save or fmt != "iptables-save":
-            if fmt in ("iptables-list",):
-                r.save = to_save(r)
-            elif fmt.startswith("nft"):
-                r.nft_statement = r.save
-                r.save = to_save(r)
+    if fmt == "iptables-list":
+        for r in rs.rules():
+            r.save = to_save(r)
     return rs

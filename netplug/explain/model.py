@@ -49,6 +49,7 @@ class Rule:
     save: str = ""  # iptables-save form "-A CHAIN ..." (or the nft statement for nft rules)
     origin: str = "iptables"  # iptables | iptables-legacy | nftables
     nft_table: str = ""  # "ip netplug" for native nftables rules
+    nft_statement: str = ""  # the rule as nft printed it (native nftables rules)
     lineno: int = 0
 
     def match(self, name: str) -> Match | None:

@@ -229,12 +229,17 @@ class _Builder:
                                                      hook=hook or ""))
                 for r in self.rules.get(key, []):
                     r.table, r.chain = cat, name
+                    r.nft_statement = r.save  # the nft form, kept; `save` becomes iptables-save form
                     if r.target and r.target in owner_of and (fam, tname, r.target) in self.meta:
                         tgt_hook = self.meta[(fam, tname, r.target)][1]
                         if tgt_hook:
                             r.target = HOOK_NAMES.get(tgt_hook, r.target)
                     ch.rules.append(r)
             rs.tables += list(cats.values())
+        from .render_save import to_save
+
+        for r in rs.rules():
+            r.save = to_save(r)
         return rs
 
 
