@@ -11,13 +11,35 @@ import socket
 from ..errors import ConfigError, SetupError
 
 
+def _lazy_pyroute2() -> None:
+    """Import pyroute2's submodules without its package __init__, which loads NDB, IPDB,
+    conntrack and more (~400 ms here); IPRoute alone costs ~200 ms. Every exec pays this."""
+    import sys
+
+    if "pyroute2" in sys.modules:
+        return
+    import importlib.util
+    import types
+
+    spec = importlib.util.find_spec("pyroute2")
+    if spec is None or not spec.submodule_search_locations:
+        return
+    pkg = types.ModuleType("pyroute2")
+    pkg.__path__ = list(spec.submodule_search_locations)
+    pkg.__spec__ = spec
+    pkg.__file__ = spec.origin
+    sys.modules["pyroute2"] = pkg
+
+
 def _iproute():
-    from pyroute2 import IPRoute  # heavy import: only on the paths that touch the kernel
+    _lazy_pyroute2()
+    from pyroute2.iproute.linux import IPRoute  # heavy: only on the paths that touch the kernel
 
     return IPRoute()
 
 
 def _netlink_error():
+    _lazy_pyroute2()
     from pyroute2.netlink.exceptions import NetlinkError
 
     return NetlinkError

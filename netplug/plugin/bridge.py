@@ -257,6 +257,9 @@ def _flush_udp(mappings) -> None:
         return
     import socket
 
+    from ..netlink.link import _lazy_pyroute2
+
+    _lazy_pyroute2()
     from pyroute2.conntrack import Conntrack
     from pyroute2.netlink.nfnetlink.nfctsocket import NFCTAttrTuple
 
