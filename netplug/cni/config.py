@@ -235,10 +235,23 @@ def parse_port_mappings(raw: Any) -> list[PortMapping]:
     return out
 
 
+def _obj(d: dict, key: str, what: str) -> dict:
+    v = d.get(key)
+    if v is None:
+        return {}
+    if not isinstance(v, dict):
+        raise ConfigError(f"{what} must be an object, got {type(v).__name__}")
+    return v
+
+
+def _args_cni(conf: dict) -> dict:
+    return _obj(_obj(conf, "args", "args"), "cni", "args.cni")
+
+
 def _requested_ips(conf: dict, runtime: dict, cni_args: dict) -> list[IPAddr]:
     # Precedence as in host-local: runtimeConfig.ips, then args.cni.ips, then CNI_ARGS IP.
     for src, what in ((runtime.get("ips"), "runtimeConfig.ips"),
-                      (((conf.get("args") or {}).get("cni") or {}).get("ips"), "args.cni.ips")):
+                      (_args_cni(conf).get("ips"), "args.cni.ips")):
         if src:
             if not isinstance(src, list):
                 raise ConfigError(f"{what} must be a list")
@@ -250,6 +263,8 @@ def _requested_ips(conf: dict, runtime: dict, cni_args: dict) -> list[IPAddr]:
 
 
 def _checked_iface(s: Any, what: str) -> str:
+    if not isinstance(s, str):
+        raise ConfigError(f"{what}: {s!r} is not an IP address")
     try:
         ipaddress.ip_interface(s)
     except (ValueError, TypeError):
@@ -310,9 +325,8 @@ def parse_netconf(conf: dict, command: str, cni_args: dict | None = None) -> Net
     nc.dns = dns
     nc.port_mappings = parse_port_mappings(runtime.get("portMappings"))
     nc.requested_ips = _requested_ips(conf, runtime, cni_args or {})
-    nc.mac = (cni_args or {}).get("MAC", "") or ((conf.get("args") or {}).get("cni") or {}).get("mac", "") \
-        or runtime.get("mac", "")
-    if nc.mac and not re.match(r"^([0-9a-fA-F]{2}:){5}[0-9a-fA-F]{2}$", str(nc.mac)):
+    nc.mac = (cni_args or {}).get("MAC", "") or _args_cni(conf).get("mac", "") or runtime.get("mac", "")
+    if nc.mac and (not isinstance(nc.mac, str) or not re.match(r"^([0-9a-fA-F]{2}:){5}[0-9a-fA-F]{2}$", nc.mac)):
         raise ConfigError(f"invalid MAC address {nc.mac!r}")
     prev = conf.get("prevResult")
     if prev is not None and not isinstance(prev, dict):

@@ -1,0 +1,417 @@
+#!/usr/bin/env python3
+"""Side-by-side benchmark: netplug vs the CNI reference chain (bridge + host-local + portmap).
+
+Runs real CNI operations as a runtime does (one exec per plugin call, env per the spec,
+runtimeConfig.portMappings) in throwaway namespaces, alternating the two implementations:
+
+  N=1 repeated R times (ADD, CHECK, DEL), N sequential ADDs then CHECKs then DELs, N with
+  concurrency C. Prints median/p95/max, throughput, ADD cost by containers already attached,
+  peak RSS, and checks correctness (distinct addresses, a published port answers, nothing left).
+
+    sudo .venv/bin/python bench/run.py [--n 200] [--repeat 20] [--concurrency 8] [--json out.json]
+"""
+
+import argparse
+import concurrent.futures as cf
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+REF_BIN = "/usr/lib/cni"
+PY = sys.executable
+
+
+def sh(*cmd, check=True, **kw):
+    return subprocess.run(list(cmd), check=check, capture_output=True, text=True, **kw)
+
+
+class Impl:
+    """One implementation under test, in its own host namespace."""
+
+    def __init__(self, name, tag, tmp):
+        self.name, self.tag, self.tmp = name, tag, tmp
+        self.host = f"bench-{tag}-h"
+        self.containers = []
+        self.maxrss_kb = 0
+        sh("ip", "netns", "add", self.host)
+        sh("ip", "-n", self.host, "link", "set", "lo", "up")
+        # an uplink to an outside peer, for the published-port check
+        self.out = f"bench-{tag}-o"
+        sh("ip", "netns", "add", self.out)
+        sh("ip", "link", "add", "up0", "netns", self.host, "type", "veth", "peer", "name", "eth0", "netns", self.out)
+        sh("ip", "-n", self.host, "addr", "add", "203.0.113.1/24", "dev", "up0")
+        sh("ip", "-n", self.out, "addr", "add", "203.0.113.2/24", "dev", "eth0")
+        for ns, dev in ((self.host, "up0"), (self.out, "eth0"), (self.out, "lo")):
+            sh("ip", "-n", ns, "link", "set", dev, "up")
+
+    def container(self, i):
+        ns = f"bench-{self.tag}-c{i}"
+        sh("ip", "netns", "add", ns)
+        self.containers.append(ns)
+        return ns
+
+    def exec(self, plugin_path, command, conf, cid, ns, env_extra=None):
+        env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "CNI_COMMAND": command, "CNI_CONTAINERID": cid,
+               "CNI_NETNS": f"/run/netns/{ns}" if ns else "", "CNI_IFNAME": "eth0", "CNI_PATH": self.cni_path}
+        env.update(env_extra or {})
+        p = subprocess.Popen(["nsenter", f"--net=/run/netns/{self.host}", "--", plugin_path], env=env,
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        p.stdin.write(json.dumps(conf).encode())
+        p.stdin.close()
+        out, err = p.stdout.read(), p.stderr.read()  # small: no pipe can fill up
+        # wait4, not wait: nsenter execs the plugin in place, so this child's peak RSS is the plugin's
+        _, status, ru = os.wait4(p.pid, 0)
+        p.returncode = os.waitstatus_to_exitcode(status)
+        p.stdout.close()
+        p.stderr.close()
+        self.maxrss_kb = max(self.maxrss_kb, ru.ru_maxrss)
+        return p.returncode, out.decode(), err.decode()
+
+    def close(self):
+        for ns in self.containers + [self.host, self.out]:
+            sh("ip", "netns", "del", ns, check=False)
+
+
+class Netplug(Impl):
+    def __init__(self, tmp, daemon=True):
+        super().__init__("netplug" + ("" if daemon else " (no daemon)"), "np" if daemon else "nd", tmp)
+        self.bin = os.path.join(tmp, f"bin-{self.tag}")
+        sh(os.path.join(os.path.dirname(PY), "netplug"), "install", "--cni-bin-dir", self.bin)
+        self.cni_path = self.bin
+        self.daemon = None
+        self.env = {"NETPLUG_NO_DAEMON": "1"}
+        if daemon:
+            self.dns = f"bench-{self.tag}-d"
+            sh("ip", "netns", "add", self.dns)
+            sock = os.path.join(tmp, f"netplugd-{self.tag}.sock")
+            self.daemon = subprocess.Popen(["nsenter", f"--net=/run/netns/{self.dns}", "--",
+                                            os.path.join(os.path.dirname(PY), "netplugd"), "--socket", sock],
+                                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            while not os.path.exists(sock):
+                time.sleep(0.05)
+            self.env = {"NETPLUG_SOCKET": sock}
+        self.base = {"cniVersion": "1.1.0", "name": "bench", "type": "netplug", "bridge": "netplug0",
+                     "ipMasq": True, "hairpinMode": True, "firewallBackend": "nftables",
+                     "stateDir": os.path.join(tmp, f"state-{self.tag}"),
+                     "ipam": {"type": "netplug-ipam", "ranges": [[{"subnet": "172.17.0.0/16"}]],
+                              "dataDir": os.path.join(tmp, f"ipam-{self.tag}")}}
+        self.results = {}
+
+    def add(self, cid, ns, port):
+        conf = dict(self.base, runtimeConfig={"portMappings": [{"hostPort": port, "containerPort": 80,
+                                                                 "protocol": "tcp"}]})
+        rc, out, err = self.exec(os.path.join(self.bin, "netplug"), "ADD", conf, cid, ns, self.env)
+        if rc == 0:
+            self.results[cid] = json.loads(out)
+        return rc, out
+
+    def check(self, cid, ns, port):
+        conf = dict(self.base, prevResult=self.results.get(cid, {}),
+                    runtimeConfig={"portMappings": [{"hostPort": port, "containerPort": 80, "protocol": "tcp"}]})
+        rc, out, _ = self.exec(os.path.join(self.bin, "netplug"), "CHECK", conf, cid, ns, self.env)
+        return rc, out
+
+    def delete(self, cid, ns, port):
+        conf = dict(self.base, prevResult=self.results.get(cid, {}),
+                    runtimeConfig={"portMappings": [{"hostPort": port, "containerPort": 80, "protocol": "tcp"}]})
+        rc, out, _ = self.exec(os.path.join(self.bin, "netplug"), "DEL", conf, cid, ns, self.env)
+        return rc, out
+
+    def ip_of(self, cid):
+        return self.results[cid]["ips"][0]["address"].split("/")[0]
+
+    def daemon_hwm_kb(self):
+        if not self.daemon:
+            return None
+        with open(f"/proc/{self.daemon.pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+        return None
+
+    def leftovers(self):
+        rules = sh("nsenter", f"--net=/run/netns/{self.host}", "--", "nft", "list", "ruleset").stdout
+        d = self.base["ipam"]["dataDir"] + "/bench"
+        files = [f for f in os.listdir(d) if f[0].isdigit()] if os.path.isdir(d) else []
+        links = [l for l in sh("ip", "-n", self.host, "-br", "link").stdout.splitlines() if l.startswith("np")]
+        return {"rules": rules.count("np:") + rules.count("DN-"), "ipam_files": len(files), "veths": len(links)}
+
+    def close(self):
+        if self.daemon:
+            self.daemon.kill()
+            self.daemon.wait()
+            sh("ip", "netns", "del", self.dns, check=False)
+        super().close()
+
+
+class Reference(Impl):
+    def __init__(self, tmp):
+        super().__init__("reference (bridge+host-local+portmap)", "ref", tmp)
+        self.cni_path = REF_BIN
+        self.data = os.path.join(tmp, "ipam-ref")
+        self.plugins = [
+            {"type": "bridge", "bridge": "cni0", "isGateway": True, "ipMasq": True, "hairpinMode": True,
+             "ipam": {"type": "host-local", "ranges": [[{"subnet": "172.17.0.0/16"}]],
+                      "routes": [{"dst": "0.0.0.0/0"}], "dataDir": self.data}},
+            {"type": "portmap", "capabilities": {"portMappings": True}, "snat": True},
+        ]
+        self.results = {}
+
+    def _conf(self, p, port, prev=None):
+        c = dict(p, cniVersion="1.0.0", name="bench")
+        if p["type"] == "portmap":
+            c["runtimeConfig"] = {"portMappings": [{"hostPort": port, "containerPort": 80, "protocol": "tcp"}]}
+        if prev is not None:
+            c["prevResult"] = prev
+        return c
+
+    def add(self, cid, ns, port):
+        prev = None
+        for p in self.plugins:
+            rc, out, err = self.exec(os.path.join(REF_BIN, p["type"]), "ADD", self._conf(p, port, prev), cid, ns)
+            if rc != 0:
+                return rc, out or err
+            prev = json.loads(out)
+        self.results[cid] = prev
+        return 0, json.dumps(prev)
+
+    def check(self, cid, ns, port):
+        for p in self.plugins:
+            rc, out, err = self.exec(os.path.join(REF_BIN, p["type"]), "CHECK",
+                                     self._conf(p, port, self.results.get(cid)), cid, ns)
+            if rc != 0:
+                return rc, out or err
+        return 0, ""
+
+    def delete(self, cid, ns, port):
+        for p in reversed(self.plugins):
+            rc, out, err = self.exec(os.path.join(REF_BIN, p["type"]), "DEL",
+                                     self._conf(p, port, self.results.get(cid)), cid, ns)
+            if rc != 0:
+                return rc, out or err
+        return 0, ""
+
+    def ip_of(self, cid):
+        return self.results[cid]["ips"][0]["address"].split("/")[0]
+
+    def leftovers(self):
+        rules = sh("nsenter", f"--net=/run/netns/{self.host}", "--", "iptables-nft-save", "-t", "nat").stdout
+        d = os.path.join(self.data, "bench")
+        files = [f for f in os.listdir(d) if f[0].isdigit()] if os.path.isdir(d) else []
+        links = [l for l in sh("ip", "-n", self.host, "-br", "link").stdout.splitlines() if l.startswith("veth")]
+        return {"rules": sum(1 for l in rules.splitlines() if "CNI-DN-" in l or ("-A CNI-" in l and "id:" in l)),
+                "ipam_files": len(files), "veths": len(links)}
+
+
+def timed(fn, *a):
+    t = time.perf_counter()
+    rc, out = fn(*a)
+    return time.perf_counter() - t, rc, out
+
+
+def stats(xs):
+    if not xs:
+        return {}
+    xs = sorted(xs)
+    return {"median_ms": round(statistics.median(xs) * 1000, 1),
+            "p95_ms": round(xs[min(len(xs) - 1, int(len(xs) * 0.95))] * 1000, 1),
+            "max_ms": round(xs[-1] * 1000, 1), "n": len(xs)}
+
+
+def published_port_answers(impl, cids_ports):
+    """One listener process in every container (a socket keeps its netns), one client outside."""
+    nss = [ns for _, ns, _ in cids_ports]
+    srv = subprocess.Popen([PY, os.path.join(REPO, "tests", "peer.py"), "serve-many", "80",
+                            ",".join(f"/run/netns/{n}" for n in nss)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert srv.stdout.readline().strip() == "ready"
+        r = sh("nsenter", f"--net=/run/netns/{impl.out}", "--", PY, os.path.join(REPO, "tests", "peer.py"),
+               "ask-many", "203.0.113.1", ",".join(str(p) for _, _, p in cids_ports), "3", check=False)
+        return sum(1 for x in r.stdout.split() if x == "203.0.113.2")
+    finally:
+        srv.kill()
+        srv.wait()
+
+
+def run_single(impls, repeat):
+    out = {i.name: {"ADD": [], "CHECK": [], "DEL": [], "check_failures": 0, "errors": 0} for i in impls}
+    for r in range(repeat):
+        for impl in impls:
+            ns = impl.container(f"s{r}")
+            cid, port = f"single{r}", 30000 + r
+            t, rc, _ = timed(impl.add, cid, ns, port)
+            out[impl.name]["ADD"].append(t)
+            out[impl.name]["errors"] += rc != 0
+            t, rc, _ = timed(impl.check, cid, ns, port)
+            out[impl.name]["CHECK"].append(t)
+            out[impl.name]["check_failures"] += rc != 0
+            t, rc, _ = timed(impl.delete, cid, ns, port)
+            out[impl.name]["DEL"].append(t)
+            out[impl.name]["errors"] += rc != 0
+    return out
+
+
+def run_sequential(impls, n):
+    out = {}
+    items = {i.name: [(f"seq{k}", i.container(f"q{k}"), 20000 + k) for k in range(n)] for i in impls}
+    res = {i.name: {"ADD": [], "CHECK": [], "DEL": [], "errors": 0, "check_failures": 0} for i in impls}
+    for k in range(n):  # alternate: container k on each implementation
+        for impl in impls:
+            cid, ns, port = items[impl.name][k]
+            t, rc, _ = timed(impl.add, cid, ns, port)
+            res[impl.name]["ADD"].append(t)
+            res[impl.name]["errors"] += rc != 0
+    for impl in impls:
+        r = res[impl.name]
+        ips = [impl.ip_of(c) for c, _, _ in items[impl.name] if c in impl.results]
+        r["distinct_addresses"] = len(set(ips)) == len(ips) == n
+        r["ports_answering"] = published_port_answers(impl, items[impl.name])
+        r["add_by_attached"] = {f"{b}-{b + 49}": round(statistics.median(r["ADD"][b:b + 50]) * 1000, 1)
+                                for b in range(0, n, 50) if r["ADD"][b:b + 50]}
+        if isinstance(impl, Netplug):
+            r["daemon_peak_rss_mb"] = round((impl.daemon_hwm_kb() or 0) / 1024, 1) or None
+    for k in range(n):
+        for impl in impls:
+            cid, ns, port = items[impl.name][k]
+            t, rc, _ = timed(impl.check, cid, ns, port)
+            res[impl.name]["CHECK"].append(t)
+            res[impl.name]["check_failures"] += rc != 0
+    for k in range(n):
+        for impl in impls:
+            cid, ns, port = items[impl.name][k]
+            t, rc, _ = timed(impl.delete, cid, ns, port)
+            res[impl.name]["DEL"].append(t)
+            res[impl.name]["errors"] += rc != 0
+    for impl in impls:
+        res[impl.name]["leftovers"] = impl.leftovers()
+    return res
+
+
+def run_concurrent(impls, n, c):
+    res = {}
+    for impl in impls:
+        items = [(f"con{k}", impl.container(f"k{k}"), 25000 + k) for k in range(n)]
+        errors = 0
+        t0 = time.perf_counter()
+        with cf.ThreadPoolExecutor(c) as ex:
+            adds = list(ex.map(lambda it: impl.add(*it), items))
+        t_add = time.perf_counter() - t0
+        errors += sum(1 for rc, _ in adds if rc != 0)
+        ips = [impl.ip_of(cid) for cid, _, _ in items if cid in impl.results]
+        t0 = time.perf_counter()
+        with cf.ThreadPoolExecutor(c) as ex:
+            dels = list(ex.map(lambda it: impl.delete(*it), items))
+        t_del = time.perf_counter() - t0
+        errors += sum(1 for rc, _ in dels if rc != 0)
+        res[impl.name] = {"add_per_s": round(n / t_add, 1), "del_per_s": round(n / t_del, 1), "errors": errors,
+                          "duplicate_addresses": len(ips) - len(set(ips)), "leftovers": impl.leftovers()}
+    return res
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--n", type=int, default=200)
+    ap.add_argument("--repeat", type=int, default=20)
+    ap.add_argument("--concurrency", type=int, default=8)
+    ap.add_argument("--json", help="write the results here too")
+    ap.add_argument("--no-nodaemon", action="store_true", help="skip the netplug-without-daemon column")
+    a = ap.parse_args()
+    if os.geteuid() != 0:
+        sys.exit("bench: run as root (it creates network namespaces)")
+    tmp = tempfile.mkdtemp(prefix="netplug-bench-")
+    report = {"machine": {"cores": os.cpu_count(), "kernel": os.uname().release}, "params": vars(a)}
+    impls = []
+    try:
+        # fresh implementations per phase, so each phase starts from an empty host
+        def fresh():
+            for i in impls:
+                i.close()
+            impls[:] = [Netplug(tmp), Reference(tmp)] + ([] if a.no_nodaemon else [Netplug(tmp, daemon=False)])
+            return impls
+
+        print(f"N=1 x{a.repeat} ...", file=sys.stderr)
+        single = run_single(fresh(), a.repeat)
+        report["single"] = {k: {op: stats(v[op]) for op in ("ADD", "CHECK", "DEL")} |
+                            {"check_failures": v["check_failures"], "errors": v["errors"]} for k, v in single.items()}
+        report["plugin_peak_rss_mb"] = {i.name: round(i.maxrss_kb / 1024, 1) for i in impls}
+        print(f"N={a.n} sequential ...", file=sys.stderr)
+        seq = run_sequential(fresh()[:2], a.n)
+        report["sequential"] = {k: {op: stats(v[op]) for op in ("ADD", "CHECK", "DEL")} |
+                                {x: v[x] for x in v if x not in ("ADD", "CHECK", "DEL")} for k, v in seq.items()}
+        print(f"N={a.n} concurrency {a.concurrency} ...", file=sys.stderr)
+        report["concurrent"] = run_concurrent(fresh()[:2], a.n, a.concurrency)
+    finally:
+        for i in impls:
+            i.close()
+        shutil.rmtree(tmp, ignore_errors=True)
+    report["targets"] = targets(report)
+    print(render(report))
+    path = a.json or os.path.join(HERE, "results", time.strftime("%Y%m%d-%H%M%S") + ".json")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(report, f, indent=1)
+    print(f"\nJSON: {path}")
+
+
+def targets(r):
+    np_, ref = "netplug", "reference (bridge+host-local+portmap)"
+    nd = "netplug (no daemon)"
+    s, q, c = r["single"], r["sequential"], r["concurrent"]
+    out = {}
+    out["ADD median <= 1/4 of reference"] = s[np_]["ADD"]["median_ms"] <= s[ref]["ADD"]["median_ms"] / 4
+    out["DEL median <= 1/4 of reference"] = s[np_]["DEL"]["median_ms"] <= s[ref]["DEL"]["median_ms"] / 4
+    b = q[np_]["add_by_attached"]
+    keys = list(b)
+    out["flat: ADD 150-199 <= 1.25x ADD 0-49"] = b[keys[-1]] <= 1.25 * b[keys[0]] if len(keys) >= 2 else None
+    out["concurrency: throughput >= 4x reference"] = c[np_]["add_per_s"] >= 4 * c[ref]["add_per_s"]
+    out["concurrency: no error, no duplicate"] = c[np_]["errors"] == 0 and c[np_]["duplicate_addresses"] == 0
+    if nd in s:
+        out["no daemon: ADD median <= reference"] = s[nd]["ADD"]["median_ms"] <= s[ref]["ADD"]["median_ms"]
+    out["plugin peak RSS <= 40 MB"] = r["plugin_peak_rss_mb"][np_] <= 40
+    d = q[np_].get("daemon_peak_rss_mb")
+    out["daemon peak RSS <= 100 MB with 200 attached"] = d is not None and d <= 100
+    return out
+
+
+def render(r):
+    lines = []
+    names = list(r["single"])
+    lines.append(f"{'N=1 x' + str(r['params']['repeat']):28}" + "".join(f"{n[:26]:>28}" for n in names))
+    for op in ("ADD", "CHECK", "DEL"):
+        for k in ("median_ms", "p95_ms", "max_ms"):
+            lines.append(f"  {op} {k:22}" + "".join(f"{r['single'][n][op].get(k, '-'):>28}" for n in names))
+    lines.append(f"  {'CHECK failures':26}" + "".join(f"{r['single'][n]['check_failures']:>28}" for n in names))
+    lines.append(f"  {'plugin peak RSS (MB)':26}" + "".join(f"{r['plugin_peak_rss_mb'].get(n, '-'):>28}" for n in names))
+    names = list(r["sequential"])
+    lines.append("")
+    lines.append(f"{'N=' + str(r['params']['n']) + ' sequential':28}" + "".join(f"{n[:26]:>28}" for n in names))
+    for op in ("ADD", "CHECK", "DEL"):
+        for k in ("median_ms", "p95_ms", "max_ms"):
+            lines.append(f"  {op} {k:22}" + "".join(f"{r['sequential'][n][op].get(k, '-'):>28}" for n in names))
+    for b in r["sequential"][names[0]]["add_by_attached"]:
+        lines.append(f"  ADD median, {b + ' attached':14}" + "".join(
+            f"{r['sequential'][n]['add_by_attached'].get(b, '-'):>28}" for n in names))
+    for k in ("distinct_addresses", "ports_answering", "check_failures", "errors", "leftovers", "daemon_peak_rss_mb"):
+        lines.append(f"  {k:26}" + "".join(f"{str(r['sequential'][n].get(k, '-')):>28}" for n in names))
+    lines.append("")
+    lines.append(f"{'N=' + str(r['params']['n']) + ' concurrency ' + str(r['params']['concurrency']):28}" +
+                 "".join(f"{n[:26]:>28}" for n in r["concurrent"]))
+    for k in ("add_per_s", "del_per_s", "errors", "duplicate_addresses", "leftovers"):
+        lines.append(f"  {k:26}" + "".join(f"{str(r['concurrent'][n][k]):>28}" for n in r["concurrent"]))
+    lines.append("")
+    lines.append("targets:")
+    for k, v in r["targets"].items():
+        lines.append(f"  {'PASS' if v else 'FAIL' if v is not None else 'n/a '}  {k}")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
