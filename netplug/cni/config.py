@@ -299,8 +299,11 @@ def parse_netconf(conf: dict, command: str, cni_args: dict | None = None) -> Net
         raise ConfigError("runtimeConfig must be an object")
     nc = NetConf(cni_version=version, name=name, type=_str(conf, "type"), raw=conf)
     nc.bridge = _str(conf, "bridge", DEFAULT_BRIDGE)
-    if not valid_ifname(nc.bridge):
-        raise ConfigError(f"invalid bridge name {nc.bridge!r}", "1-15 characters, no '/', ':' or spaces")
+    # stricter than Linux: the name is written into firewall rules, so no quotes or shell-ish
+    # characters can ever reach a rule, a comment or a batch
+    if not valid_ifname(nc.bridge) or not re.match(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$", nc.bridge):
+        raise ConfigError(f"invalid bridge name {nc.bridge!r}",
+                          "1-15 characters from A-Z a-z 0-9 _ . -, starting with a letter or digit")
     nc.is_default_gateway = _bool(conf, "isDefaultGateway", True)
     nc.is_gateway = _bool(conf, "isGateway", True) or nc.is_default_gateway
     nc.force_address = _bool(conf, "forceAddress", False)

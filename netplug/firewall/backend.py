@@ -122,8 +122,8 @@ class Backend:
                 self._apply(ops)
 
     def missing(self, plan: P.Plan) -> list[str]:
-        """What of `plan` is not live: for CHECK."""
-        live, chains = self._list()
+        """What of `plan` is not live: for CHECK (reads only the chains the plan touches)."""
+        live, chains = self._list(_scope_of(plan))
         have = {(lr.table, lr.chain, lr.comment) for lr in live}
         out = [f"{r.table} {r.chain}: rule '{r.comment}'" for r in plan.ensure
                if (r.table, r.chain, r.comment) not in have]
@@ -154,6 +154,10 @@ class Backend:
     def networks(self) -> set[str]:
         live, _ = self._list()
         return {t[4:] for lr in live for t in lr.tokens() if t.startswith("net=")}
+
+
+def _scope_of(plan: P.Plan) -> set[tuple[str, str]]:
+    return {(r.table, r.chain) for r in plan.ensure} | set(plan.fill)
 
 
 # --- choosing ----------------------------------------------------------------------------------

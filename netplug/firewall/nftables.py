@@ -116,8 +116,10 @@ class NftBackend(Backend):
     def missing(self, plan):
         # nft rewrites expressions on the way back, so compare fill chains by rule count and
         # comments instead of text (see Backend.missing for the ensure rules).
+        from .backend import _scope_of
+
         out = []
-        live, chains = self._list()
+        live, chains = self._list(_scope_of(plan))
         have = {(lr.table, lr.chain, lr.comment) for lr in live}
         out += [f"{r.table} {r.chain}: rule '{r.comment}'" for r in plan.ensure
                 if (r.table, r.chain, r.comment) not in have]
