@@ -25,6 +25,8 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--cni-bin-dir", default="/opt/cni/bin")
     i.add_argument("--conf-dir", default=None, help="e.g. /etc/cni/net.d")
     i.add_argument("--force", action="store_true")
+    i.add_argument("--python", help="interpreter path to bind the plugins to, as the host sees it "
+                                    "(default: this one); for installing from a container onto a node")
     u = sub.add_parser("uninstall", help="remove what install put in place")
     u.add_argument("--cni-bin-dir", default="/opt/cni/bin")
     u.add_argument("--conf-dir", default=None)
@@ -33,10 +35,12 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--socket", default=None)
 
     from .explain.cli import add_parser as add_explain
+    from .kube import add_parsers as add_kube
     from .lab.cli import add_parser as add_lab
 
     add_explain(sub)
     add_lab(sub)
+    add_kube(sub)
     return p
 
 
@@ -62,7 +66,7 @@ def _run(a) -> int:
     from . import install
 
     if a.cmd == "install":
-        for path in install.install(a.cni_bin_dir, a.conf_dir, a.force):
+        for path in install.install(a.cni_bin_dir, a.conf_dir, a.force, a.python):
             print(f"installed {path}")
         return Exit.OK
     if a.cmd == "uninstall":

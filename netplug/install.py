@@ -52,7 +52,7 @@ def shim_text(plugin: str, python: str | None = None) -> str:
             f"from netplug.shim import run\nsys.exit({PLUGINS[plugin]})\n")
 
 
-def install(bin_dir: str, conf_dir: str | None, force: bool = False) -> list[str]:
+def install(bin_dir: str, conf_dir: str | None, force: bool = False, python: str | None = None) -> list[str]:
     done = []
     os.makedirs(bin_dir, exist_ok=True)
     for name in PLUGINS:
@@ -61,7 +61,7 @@ def install(bin_dir: str, conf_dir: str | None, force: bool = False) -> list[str
             raise FileExistsError(f"{path} exists and is not netplug's (use --force to replace it)")
         tmp = path + ".tmp"
         with open(tmp, "w") as f:
-            f.write(shim_text(name))
+            f.write(shim_text(name, python))
         os.chmod(tmp, 0o755)
         os.replace(tmp, path)
         done.append(path)

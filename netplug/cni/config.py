@@ -89,6 +89,7 @@ class NetConf:
     hairpin_mode: bool = False
     promisc_mode: bool = False
     ip_masq: bool = False
+    cluster_cidr: str = ""  # with ipMasq: no masquerade for destinations inside it (Kubernetes)
     firewall_backend: str = "auto"
     state_dir: str = DEFAULT_STATE_DIR
     ipam: IPAMConf | None = None
@@ -312,6 +313,11 @@ def parse_netconf(conf: dict, command: str, cni_args: dict | None = None) -> Net
     if nc.hairpin_mode and nc.promisc_mode:
         raise ConfigError("cannot set hairpinMode and promiscMode at the same time")
     nc.ip_masq = _bool(conf, "ipMasq", False)
+    if conf.get("clusterCIDR"):
+        net = _net(conf["clusterCIDR"], "clusterCIDR")
+        if net.version != 4:
+            raise ConfigError("clusterCIDR must be an IPv4 network")
+        nc.cluster_cidr = str(net)
     mtu = conf.get("mtu", 1500)
     if isinstance(mtu, bool) or not isinstance(mtu, int) or not 68 <= mtu <= 65535:
         raise ConfigError(f"mtu {mtu!r} must be an integer in 68-65535")

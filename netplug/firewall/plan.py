@@ -76,7 +76,7 @@ def base() -> Plan:
     ])
 
 
-def network(name: str, subnet: str, bridge: str, ip_masq: bool) -> Plan:
+def network(name: str, subnet: str, bridge: str, ip_masq: bool, cluster_cidr: str = "") -> Plan:
     c = f"netplug net={name}"
     rules = [
         Rule("filter", FORWARD, "ACCEPT", oif=bridge, ctstate="RELATED,ESTABLISHED,DNAT",
@@ -86,8 +86,9 @@ def network(name: str, subnet: str, bridge: str, ip_masq: bool) -> Plan:
              ctstate_not=True, comment=f"{c} martian-loopback"),
     ]
     if ip_masq:
+        # Docker's shape; in a cluster, traffic to other pods keeps its source (no NAT inside)
         rules.insert(0, Rule("nat", POSTROUTING, "MASQUERADE", src=subnet, oif=bridge, oif_not=True,
-                             comment=f"{c} masquerade"))
+                             dst=cluster_cidr, dst_not=bool(cluster_cidr), comment=f"{c} masquerade"))
     return Plan(ensure=rules)
 
 

@@ -231,9 +231,9 @@ def _chain_onto_prev(nc: NetConf, res: Result) -> Result:
 def _firewall_add(req, nc, owner, store, backend, ip, undo, fresh: bool = True) -> None:
     subnet = str(nc.ipam.first_range.subnet) if nc.ipam and nc.ipam.ranges else \
         str(ipaddress.ip_interface(store.get(owner).ips[0] if store.get(owner).ips else ip + "/32").network)
-    plan = P.base() + P.network(nc.name, subnet, nc.bridge, nc.ip_masq) + \
+    plan = P.base() + P.network(nc.name, subnet, nc.bridge, nc.ip_masq, nc.cluster_cidr) + \
         P.container(nc.name, req.container_id, owner, ip, subnet, nc.port_mappings)
-    shared = P.base() + P.network(nc.name, subnet, nc.bridge, nc.ip_masq)
+    shared = P.base() + P.network(nc.name, subnet, nc.bridge, nc.ip_masq, nc.cluster_cidr)
     # A fresh attachment has no rules yet (its record precedes any rule), so only the shared
     # chains need reading: the cost of ADD stays flat however many containers there are.
     scope = {(r.table, r.chain) for r in shared.ensure} if fresh else None
@@ -395,7 +395,7 @@ def check(req: Request, nc: NetConf) -> None:
         b = fwb.make(a.backend, nc.state_dir)
         ip = next((x.split("/")[0] for x in a.ips if ":" not in x), "")
         subnet = str(nc.ipam.first_range.subnet) if nc.ipam and nc.ipam.ranges else ""
-        plan = P.base() + P.network(nc.name, subnet, nc.bridge, nc.ip_masq) + P.container(
+        plan = P.base() + P.network(nc.name, subnet, nc.bridge, nc.ip_masq, nc.cluster_cidr) + P.container(
             nc.name, req.container_id, owner, ip, subnet,
             [PortMapping(m["hostPort"], m["containerPort"], m["protocol"], m.get("hostIP", ""))
              for m in a.port_mappings])
