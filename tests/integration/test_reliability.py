@@ -180,7 +180,7 @@ def test_soak(world):
         # each worker owns two slots, so one container never has two ADDs at once
         for start in range(0, cycles, 8):
             list(ex.map(cycle, range(start, min(cycles, start + 8))))
-            if start % 400 == 0:
+            if (start // 8) % max(1, cycles // 40) == 0:  # ~5 samples over the run
                 with open(f"/proc/{d.proc.pid}/status") as f:
                     rss.append(next(int(l.split()[1]) for l in f if l.startswith("VmRSS:")))
     after = snapshot(world)
@@ -188,9 +188,9 @@ def test_soak(world):
     assert not dups
     for k in ("rules", "files", "conntrack"):
         assert after[k] == before[k], k
-    assert [l for l in after["links"] if l.startswith("np") and "@" not in l] == \
-        [l for l in before["links"] if l.startswith("np") and "@" not in l]
-    assert rss[-1] <= rss[1] * 1.15 + 2048, rss  # flat: no growth beyond noise after warm-up
+    # host veths (np<hash>@ifN): none left; the four bridges stay, as bridges do
+    assert [l for l in after["links"] if l.startswith("np") and "@" in l] == []
+    assert len(rss) >= 3 and rss[-1] <= rss[1] * 1.15 + 2048, rss  # flat: no growth after warm-up
     with open(os.path.join(world.tmp, "soak.json"), "w") as f:
         json.dump({"cycles": cycles, "rss_kb": rss}, f)
     print(f"soak: {cycles} cycles, daemon RSS KB over time {rss}")
