@@ -145,13 +145,18 @@ class Links:
         self._ignore(errno.EEXIST, "addr", "add", index=idx, address=str(gw.ip),
                      prefixlen=gw.network.prefixlen)
 
-    def refuse_overlap(self, subnet: ipaddress.IPv4Network, bridge_idx: int | None) -> None:
+    def refuse_overlap(self, subnet: ipaddress.IPv4Network, bridge: str) -> None:
+        """A subnet that a route through another interface already covers would be a black hole.
+        Routes via our own bridge are compared by name: a concurrent ADD may have just made it."""
         fam = socket.AF_INET if subnet.version == 4 else socket.AF_INET6
         for r in self.routes(fam):
-            if r["dst"].prefixlen == 0 or r["oif"] == bridge_idx or r["oif"] is None:
+            if r["dst"].prefixlen == 0 or r["oif"] is None or not r["dst"].overlaps(subnet):
                 continue
-            if r["dst"].overlaps(subnet):
+            try:
                 dev = self.get(r["oif"]).get_attr("IFLA_IFNAME")
+            except self.NetlinkError:
+                continue  # the interface went away meanwhile
+            if dev != bridge:
                 raise ConfigError(f"subnet {subnet} overlaps route {r['dst']} via {dev}",
                                   "choose another subnet for this network (ipam.ranges)")
 

@@ -149,7 +149,7 @@ def _add(req, nc, owner, store, cont_fd, backend, undo) -> Result:
         if br is not None:
             refuse_non_bridge(nc.bridge, br)
         for ip in ipam_res.ips:  # before creating anything: a clash with a host route is fatal
-            host.refuse_overlap(ip.address.network, br["index"] if br else None)
+            host.refuse_overlap(ip.address.network, nc.bridge)
         br = host.ensure_bridge(nc.bridge, nc.mtu, nc.promisc_mode, br)
         if nc.is_gateway:
             for ip in ipam_res.ips:

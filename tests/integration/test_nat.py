@@ -190,3 +190,26 @@ def test_stale_rules_from_killed_add_are_replaced(world, backend):
     assert world.ask(world.outside, world.uplink_ip, 8080) == world.peer_ip
     assert world.cni("DEL", conf, "c1", c1).rc == 0
     assert netplug_rules(world) == []
+
+
+def test_auto_backend_follows_host_iptables_and_logs_it(world):
+    conf = netplug_conf(world, backend="auto", capabilities={"portMappings": True}, somethingNew=1,
+                        args={"cni": {"labels": [{"key": "a", "value": "b"}]}},
+                        runtimeConfig={"portMappings": [{"hostPort": 8080, "containerPort": 80}]})
+    r = world.cni("ADD", conf, "c1", world.container(1), env={"NETPLUG_LOG": "info"})
+    assert r.rc == 0, r  # item 11: capabilities, args and unknown keys are accepted
+    assert "firewall backend auto: using iptables (iptables is nft)" in r.err
+    assert "NETPLUG-DN-" in nsexec(world.host, "iptables-nft-save", "-t", "nat").stdout
+
+
+def test_del_cleans_every_backend_whatever_the_config_says(world):
+    """Rules written by an older config on another backend still go with DEL."""
+    conf = netplug_conf(world, backend="iptables-legacy",
+                        runtimeConfig={"portMappings": [{"hostPort": 8080, "containerPort": 80}]})
+    c1 = world.container(1)
+    assert world.cni("ADD", conf, "c1", c1).rc == 0
+    assert "id=c1" in all_rules(world)
+    os.unlink(next(os.path.join(d, f) for d, _, fs in os.walk(os.path.join(world.tmp, "state"))
+                   for f in fs if f.endswith(".json")))  # the record is lost too
+    assert world.cni("DEL", netplug_conf(world, backend="nftables"), "c1", c1).rc == 0
+    assert "id=c1" not in all_rules(world) and netplug_rules(world) == []
