@@ -32,28 +32,26 @@ def _addr(links, name):
 
 
 def unicode(d: dict) -> str:
-    lines = []
-    w = 44
-    lines.append(f"lab {d['lab']} (firewall backend: {d['backend']})")
-    lines.append("")
-    lines.append(f"  ┌─ outside: {d['outside']} ".ljust(w, "─") + "┐")
-    lines.append(f"  │ eth0 {d['peer']}".ljust(w) + " │")
-    lines.append("  └" + "─" * (w - 3) + "┬┘")
-    lines.append(" " * w + "│ veth (uplink)")
-    lines.append(f"  ┌─ host: {d['host']} ".ljust(w, "─") + "┴┐")
-    lines.append(f"  │ up0 {d['uplink']}".ljust(w) + " │")
-    lines.append(f"  │ netplug0 (bridge) {d['bridge']}".ljust(w) + " │")
+    body_host = [f"up0 {d['uplink']}", f"netplug0 (bridge) {d['bridge']}"]
     for i, c in enumerate(d["containers"]):
-        branch = "└" if i == len(d["containers"]) - 1 else "├"
-        lines.append(f"  │   {branch}── {c['veth']}".ljust(w) + " │")
+        body_host.append(f"  {'└' if i == len(d['containers']) - 1 else '├'}── {c['veth']}")
     for c in d["containers"]:
         for p in c["ports"]:
-            lines.append(f"  │ publish {d['uplink'].split('/')[0]}:{p['hostPort']}/{p['protocol']}"
-                         f" → {c['ip'].split('/')[0]}:{p['containerPort']}".ljust(w) + " │")
-    lines.append("  └" + "─" * (w - 2) + "┘")
+            body_host.append(f"publish {d['uplink'].split('/')[0]}:{p['hostPort']}/{p['protocol']}"
+                             f" → {c['ip'].split('/')[0]}:{p['containerPort']}")
+    w = max(44, *(len(x) + 4 for x in body_host), len(d["host"]) + 14, len(d["outside"]) + 16)
+    out = [f"lab {d['lab']} (firewall backend: {d['backend']})", ""]
+    out.append(f"  ┌─ outside: {d['outside']} ".ljust(w + 1, "─") + "┐")
+    out.append(f"  │ eth0 {d['peer']}".ljust(w + 1) + "│")
+    out.append("  └" + "─" * (w - 3) + "┬┘")
+    out.append(" " * w + "│ veth (uplink)")
+    out.append(f"  ┌─ host: {d['host']} ".ljust(w, "─") + "┴┐")
+    for line in body_host:
+        out.append(f"  │ {line}".ljust(w + 1) + "│")
+    out.append("  └" + "─" * (w - 2) + "┘")
     for c in d["containers"]:
-        lines.append(f"      {c['veth']} ══ veth pair ══ eth0 in {c['ns']} ({c['name']}) {c['ip']}")
-    return "\n".join(lines) + "\n"
+        out.append(f"      {c['veth']} ══ veth pair ══ eth0 in {c['ns']} ({c['name']}) {c['ip']}")
+    return "\n".join(out) + "\n"
 
 
 def svg(d: dict) -> str:
