@@ -323,6 +323,7 @@ def main():
     ap.add_argument("--concurrency", type=int, default=8)
     ap.add_argument("--json", help="write the results here too")
     ap.add_argument("--no-nodaemon", action="store_true", help="skip the netplug-without-daemon column")
+    ap.add_argument("--only", choices=["sequential"], help="run only this phase, netplug alone (profiling)")
     a = ap.parse_args()
     if os.geteuid() != 0:
         sys.exit("bench: run as root (it creates network namespaces)")
@@ -337,6 +338,11 @@ def main():
             impls[:] = [Netplug(tmp), Reference(tmp)] + ([] if a.no_nodaemon else [Netplug(tmp, daemon=False)])
             return impls
 
+        if a.only:
+            seq = run_sequential([Netplug(tmp)], a.n)
+            print(json.dumps({k: {x: v[x] for x in v if x not in ("ADD", "CHECK", "DEL")} | {
+                "ADD": stats(v["ADD"]), "DEL": stats(v["DEL"])} for k, v in seq.items()}, indent=1, default=str))
+            return
         print(f"N=1 x{a.repeat} ...", file=sys.stderr)
         single = run_single(fresh(), a.repeat)
         report["single"] = {k: {op: stats(v[op]) for op in ("ADD", "CHECK", "DEL")} |

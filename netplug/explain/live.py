@@ -56,33 +56,21 @@ def gather_rules() -> tuple[Ruleset, list[str]]:
             nft_objs = []
     xt_tables = {o["table"]["name"] for o in nft_objs if "table" in o and o["table"]["family"] == "ip"
                  and o["table"]["name"] in ("nat", "filter", "mangle", "raw")}
-    if xt_tables:
-        text = _run("iptables-nft-save", "-c")
+    from ..firewall.backend import legacy_tables_present
+
+    for present, tool, origin in ((bool(xt_tables), "iptables-nft-save", "iptables"),
+                                  (legacy_tables_present(), "iptables-legacy-save", "iptables-legacy")):
+        text = _run(tool, "-c") if present else ""
         if text:
-            part = parse_save(text, origin="iptables")
+            part = parse_save(text, origin=origin)
             if any(True for _ in part.rules()):
-                backends.append("iptables")
-            rs.tables += part.tables
-    if _legacy_present():
-        text = _run("iptables-legacy-save", "-c")
-        if text:
-            part = parse_save(text, origin="iptables-legacy")
-            if any(True for _ in part.rules()):
-                backends.append("iptables-legacy")
+                backends.append(origin)
             rs.tables += part.tables
     native = parse_nft_json(json.dumps({"nftables": nft_objs}), skip_xt=True)
     if any(True for _ in native.rules()):
         backends.append("nftables")
     rs.tables += native.tables
     return rs, backends
-
-
-def _legacy_present() -> bool:
-    try:
-        with open("/proc/thread-self/net/ip_tables_names") as f:
-            return bool(f.read().split())
-    except OSError:
-        return False
 
 
 def gather_context(state_dir: str = "/run/netplug", data_dirs=("/var/lib/cni/networks",)) -> Context:
