@@ -194,3 +194,19 @@ def test_soak(world):
     with open(os.path.join(world.tmp, "soak.json"), "w") as f:
         json.dump({"cycles": cycles, "rss_kb": rss}, f)
     print(f"soak: {cycles} cycles, daemon RSS KB over time {rss}")
+
+
+def test_del_with_firewall_busy_still_releases_the_address(world):  # checklist 42
+    conf = netplug_conf(world, runtimeConfig={"portMappings": [{"hostPort": 8080, "containerPort": 80}]})
+    c1 = world.container(1)
+    assert world.cni("ADD", conf, "c1", c1).rc == 0
+    fd = os.open(os.path.join(world.tmp, "state", "firewall.lock"), os.O_RDWR)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    try:
+        r = world.cni("DEL", conf, "c1", c1, env={"NETPLUG_LOCK_TIMEOUT": "1"})
+    finally:
+        os.close(fd)
+    assert r.rc != 0 and r.json["code"] == 11, r  # rules remain: the runtime retries
+    assert not [f for f in os.listdir(os.path.join(world.tmp, "ipam", "testnet")) if f[0].isdigit()]
+    assert world.cni("DEL", conf, "c1", c1).rc == 0  # the retry finishes the job
+    assert "NETPLUG" not in nsexec(world.host, "nft", "list", "ruleset").stdout
