@@ -339,7 +339,8 @@ def main():
             return impls
 
         if a.only:
-            seq = run_sequential([Netplug(tmp)], a.n)
+            impls[:] = [Netplug(tmp)]  # so `finally` removes its namespaces and daemon
+            seq = run_sequential(impls, a.n)
             print(json.dumps({k: {x: v[x] for x in v if x not in ("ADD", "CHECK", "DEL")} | {
                 "ADD": stats(v["ADD"]), "DEL": stats(v["DEL"])} for k, v in seq.items()}, indent=1, default=str))
             return
