@@ -153,4 +153,6 @@ def down(lab: str | None) -> list[str]:
             gone.append(ns)
     path = RUN_DIR if lab is None else os.path.join(RUN_DIR, lab)
     shutil.rmtree(path, ignore_errors=True)
+    if not any(ns.startswith(PREFIX) for ns in netns_names()):
+        shutil.rmtree(RUN_DIR, ignore_errors=True)  # the last lab took the shared plugin copy with it
     return gone
