@@ -123,7 +123,7 @@ def action(r: Rule, lang: str) -> str:
         return "are logged and go on" if en else "被记录日志后继续处理"
     if not t:
         return "are only counted" if en else "只被计数"
-    purpose = PURPOSE.get((t, lang))
+    purpose = PURPOSE.get((t, lang)) or _purpose_by_prefix(t, lang)
     if en:
         return f"continue in chain {t}" + (f" ({purpose})" if purpose else "")
     return f"转到链 {t} 继续处理" + (f"（{purpose}）" if purpose else "")
@@ -161,6 +161,32 @@ def explain(r: Rule, lang: str, container: dict | None = None) -> str:
     if not r.understood:
         s += f"未能完全解析：{' '.join(r.unknown)}；规则按原样显示。"
     return s
+
+
+PREFIXES = [  # chain-name prefix -> what that kind of chain is for
+    ("NETPLUG-DN-", "the published ports of one container (netplug)", "单个容器的已发布端口（netplug）"),
+    ("CNI-DN-", "the portmap plugin's ports of one container", "portmap 插件为单个容器建立的端口链"),
+    ("CNI-HOSTPORT-SETMARK", "marking for masquerade", "打上需要地址伪装的标记"),
+    ("CNI-HOSTPORT-MASQ", "masquerading marked packets", "对带标记的数据包做地址伪装"),
+    ("CNI-", "the bridge plugin's masquerade chain of one container", "bridge 插件为单个容器建立的地址伪装链"),
+    ("NETAVARK-DN-", "podman's ports of one network", "podman 为单个网络建立的端口链"),
+    ("NETAVARK-HOSTPORT-SETMARK", "marking for masquerade", "打上需要地址伪装的标记"),
+    ("NETAVARK-HOSTPORT-MASQ", "masquerading marked packets", "对带标记的数据包做地址伪装"),
+    ("NETAVARK-", "podman's masquerade chain of one network", "podman 为单个网络建立的地址伪装链"),
+    ("KUBE-SVC-", "load balancing of one Service", "单个 Service 的负载均衡"),
+    ("KUBE-SEP-", "one endpoint (pod) of a Service", "Service 的一个端点（pod）"),
+    ("KUBE-MARK-MASQ", "marking for masquerade", "打上需要地址伪装的标记"),
+    ("KUBE-NODEPORTS", "NodePort Services", "NodePort 类型的 Service"),
+    ("KUBE-POSTROUTING", "masquerading Service traffic", "对 Service 流量做地址伪装"),
+    ("LIBVIRT_PRT", "libvirt's outbound NAT", "libvirt 的出站 NAT"),
+]
+
+
+def _purpose_by_prefix(chain: str, lang: str) -> str | None:
+    for prefix, en, zh in PREFIXES:
+        if chain.startswith(prefix):
+            return en if lang == "en" else zh
+    return None
 
 
 def _fix_verb_en(s: str) -> str:
