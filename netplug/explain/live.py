@@ -58,7 +58,9 @@ def gather_rules() -> tuple[Ruleset, list[str]]:
                  and o["table"]["name"] in ("nat", "filter", "mangle", "raw")}
     from ..firewall.backend import legacy_tables_present
 
-    for present, tool, origin in ((bool(xt_tables), "iptables-nft-save", "iptables"),
+    # without libnftables we can't see which tables exist: ask iptables-nft-save anyway
+    nft_blind = libnft.available() is not None
+    for present, tool, origin in ((bool(xt_tables) or nft_blind, "iptables-nft-save", "iptables"),
                                   (legacy_tables_present(), "iptables-legacy-save", "iptables-legacy")):
         text = _run(tool, "-c") if present else ""
         if text:
