@@ -174,7 +174,7 @@ def _add(req, nc, owner, store, cont_fd, backend, undo) -> Result:
                 raise SetupError(f"{req.ifname} is missing in {req.netns} right after it was created")
             cont.configure(ci["index"], [ip.address for ip in ipam_res.ips], routes)
     if backend is not None and v4:
-        _firewall_add(req, nc, owner, store, backend, str(v4[0].address.ip), undo)
+        _firewall_add(req, nc, owner, store, backend, v4[0].address, undo)
         fault_point(req.env, "after-firewall")
     res = Result(interfaces=[Interface(nc.bridge, br["mac"]), Interface(hv, hvi["mac"]),
                              Interface(req.ifname, ci["mac"], ci["mtu"], req.netns)])
@@ -229,9 +229,10 @@ def _chain_onto_prev(nc: NetConf, res: Result) -> Result:
     return prev
 
 
-def _firewall_add(req, nc, owner, store, backend, ip, undo, fresh: bool = True) -> None:
-    subnet = str(nc.ipam.first_range.subnet) if nc.ipam and nc.ipam.ranges else \
-        str(ipaddress.ip_interface(store.get(owner).ips[0] if store.get(owner).ips else ip + "/32").network)
+def _firewall_add(req, nc, owner, store, backend, addr, undo, fresh: bool = True) -> None:
+    ip = str(addr.ip)
+    # the configured range's subnet, else (an IPAM we don't parse, e.g. dhcp) the result's prefix
+    subnet = str(nc.ipam.first_range.subnet) if nc.ipam and nc.ipam.ranges else str(addr.network)
     plan = P.base() + P.network(nc.name, subnet, nc.bridge, nc.ip_masq, nc.cluster_cidr) + \
         P.container(nc.name, req.container_id, owner, ip, subnet, nc.port_mappings)
     shared = P.base() + P.network(nc.name, subnet, nc.bridge, nc.ip_masq, nc.cluster_cidr)
