@@ -16,7 +16,6 @@ import concurrent.futures as cf
 import json
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -260,7 +259,6 @@ def run_single(impls, repeat):
 
 
 def run_sequential(impls, n):
-    out = {}
     items = {i.name: [(f"seq{k}", i.container(f"q{k}"), 20000 + k) for k in range(n)] for i in impls}
     res = {i.name: {"ADD": [], "CHECK": [], "DEL": [], "errors": 0, "check_failures": 0} for i in impls}
     for k in range(n):  # alternate: container k on each implementation

@@ -1,7 +1,6 @@
 """The `netplug` command line. main(argv) -> exit status; one-line errors, no tracebacks."""
 
 import argparse
-import os
 import sys
 from enum import IntEnum
 

@@ -119,6 +119,3 @@ class IptablesNftBackend(Backend):
     def dump(self):
         return "".join(self._save(t) for t in TABLES)
 
-
-class IptablesLegacySaveMixin:
-    save_cmd, restore_cmd = "iptables-legacy-save", "iptables-legacy-restore"

@@ -114,7 +114,7 @@ def _only_lab(topology) -> str:
 
 
 def _probe(name: str) -> int:
-    from . import labs, probe, topology
+    from . import probe, topology
 
     w = topology.World(name)
     info = w.load()

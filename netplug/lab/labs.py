@@ -33,8 +33,6 @@ def _attach(w: World, name: str, backend: str, ports=None) -> dict:
 def _ephemeral_ports(w: World, n: int) -> list[int]:
     lo, hi = map(int, nsexec(w.host, "cat", "/proc/sys/net/ipv4/ip_local_port_range").stdout.split())
     taken = set()
-    for st in ("state", "ports"):
-        pass
     ports_dir = os.path.join(w.dir, "state", "ports")
     if os.path.isdir(ports_dir):
         taken = {int(d.split("-")[1]) for d in os.listdir(ports_dir) if d.startswith("tcp-")}
@@ -98,9 +96,9 @@ def _backend_cmds(backend: str) -> dict:
                                         f"grep -E '\"({masq}|{hair})\"' | sed 's/.*# handle //' | "
                                         f"xargs -r -n1 nft delete rule ip netplug NETPLUG-POSTROUTING handle"],
                           ["nft", "add", "rule", "ip", "netplug", "NETPLUG-HOSTPORTS", "tcp", "dport",
-                           str(STALE_PORT), "dnat", "to", f"172.17.0.99:80"]],
-                "repair": [f"nft add rule ip netplug NETPLUG-POSTROUTING ip saddr 172.17.0.0/16 oifname != "
-                           f"\"netplug0\" masquerade",
+                           str(STALE_PORT), "dnat", "to", "172.17.0.99:80"]],
+                "repair": ["nft add rule ip netplug NETPLUG-POSTROUTING ip saddr 172.17.0.0/16 oifname != "
+                           "\"netplug0\" masquerade",
                            "nft add rule ip netplug NETPLUG-POSTROUTING meta mark and 0x2000 == 0x2000 masquerade",
                            f"nft -a list chain ip netplug NETPLUG-HOSTPORTS  # then: nft delete rule ip netplug "
                            f"NETPLUG-HOSTPORTS handle <handle of the dport {STALE_PORT} rule>"]}

@@ -153,7 +153,7 @@ def test_soak(world):
             for i in range(4)]
     slots = [world.container(i) for i in range(8)]  # 8 containers reused: netns creation isn't measured
     rng = random.Random(7)
-    used_ports, live_ips, dups, errors = set(), {}, [], []
+    live_ips, dups, errors = {}, [], []
     rss = []
 
     def cycle(k):
