@@ -8,11 +8,10 @@ netplug's routes are ever changed or removed.
 
 import ipaddress
 import json
-import logging
 
 from .errors import ConfigError
+from .log import log
 
-log = logging.getLogger("netplug")
 RTPROT_NETPLUG = 77  # marks the routes we own (see /etc/iproute2/rt_protos)
 
 
@@ -82,23 +81,23 @@ def sync_routes(desired: dict[str, str]) -> tuple[list[str], list[str]]:
     """Make the kernel's netplug-owned routes equal `desired`. Returns (added, removed)."""
     import socket
 
-    from .netlink.link import Links
+    from .netlink.link import _iproute
 
     added, removed = [], []
-    with Links() as l:
+    with _iproute() as ipr:
         have = {}
-        for r in l.ipr.get_routes(family=socket.AF_INET, table=254, proto=RTPROT_NETPLUG):
+        for r in ipr.get_routes(family=socket.AF_INET, table=254, proto=RTPROT_NETPLUG):
             if r["proto"] != RTPROT_NETPLUG:
                 continue
             dst = f"{r.get_attr('RTA_DST')}/{r['dst_len']}"
             have[dst] = r.get_attr("RTA_GATEWAY")
         for dst, gw in have.items():
             if desired.get(dst) != gw:
-                l.ipr.route("del", dst=dst, gateway=gw, proto=RTPROT_NETPLUG)
+                ipr.route("del", dst=dst, gateway=gw, proto=RTPROT_NETPLUG)
                 removed.append(f"{dst} via {gw}")
         for dst, gw in desired.items():
             if have.get(dst) != gw:
-                l.ipr.route("replace", dst=dst, gateway=gw, proto=RTPROT_NETPLUG)
+                ipr.route("replace", dst=dst, gateway=gw, proto=RTPROT_NETPLUG)
                 added.append(f"{dst} via {gw}")
     return added, removed
 

@@ -75,7 +75,7 @@ def run(plugin: str) -> int:
     got = _forward(plugin, stdin)
     if got is None:
         from .cni.skel import dispatch
-        from .logsetup import setup
+        from .log import setup
 
         setup()
         got = dispatch(dict(os.environ), stdin, plugin)

@@ -5,14 +5,14 @@ side effect of an ADD and completed at its end, so DEL and GC can undo an ADD th
 halfway, and DEL works without prevResult, runtimeConfig or the netns.
 """
 
-import json
 import os
-from dataclasses import asdict, dataclass, field
 
 from .locking import flocked
+from .jsonlite import dumps, loads
+from .record import asdict, field, record
 
 
-@dataclass
+@record
 class Attachment:
     network: str
     container_id: str
@@ -49,7 +49,7 @@ class StateStore:
         tmp = self._path(a.owner) + f".tmp{os.getpid()}"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
         with os.fdopen(fd, "w") as f:
-            json.dump(asdict(a), f)
+            f.write(dumps(asdict(a)))
         os.replace(tmp, self._path(a.owner))
 
     def remove(self, owner: str) -> None:
@@ -90,7 +90,7 @@ class StateStore:
         for ip in names:
             try:
                 with open(os.path.join(d, ip)) as f:
-                    out[ip] = json.load(f)
+                    out[ip] = loads(f.read())
             except (OSError, ValueError):
                 continue
         return out
@@ -102,7 +102,7 @@ class StateStore:
         tmp = path + f".tmp{os.getpid()}"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
         with os.fdopen(fd, "w") as f:
-            json.dump(holder, f)
+            f.write(dumps(holder))
         os.replace(tmp, path)
 
     def release_port(self, proto: str, port: int, host_ip: str, owner: str) -> None:
@@ -110,7 +110,7 @@ class StateStore:
         path = os.path.join(d, host_ip or "0.0.0.0")
         try:
             with open(path) as f:
-                if json.load(f).get("owner") != owner:
+                if loads(f.read()).get("owner") != owner:
                     return  # someone else's claim now
             os.unlink(path)
             os.rmdir(d)
@@ -131,7 +131,7 @@ class StateStore:
 def _read(path: str) -> Attachment | None:
     try:
         with open(path) as f:
-            return Attachment(**json.load(f))
+            return Attachment(**loads(f.read()))
     except FileNotFoundError:
         return None
     except (ValueError, TypeError):

@@ -5,13 +5,11 @@ Code after `parse_netconf` receives typed objects, never raw dicts.
 
 import ipaddress
 import os
-import re
-from dataclasses import dataclass, field
-from typing import Any
 
 from ..errors import ConfigError, DecodeError
-from .env import CONTAINER_ID_RE, valid_ifname
+from .env import valid_ifname, valid_name
 from .version import require
+from ..record import field, record
 
 DEFAULT_BRIDGE = "netplug0"
 DEFAULT_SUBNET = "172.17.0.0/16"
@@ -24,7 +22,7 @@ IPNet = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPAddr = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Range:
     subnet: IPNet
     start: IPAddr
@@ -38,13 +36,13 @@ class Range:
         return f"{self.start}-{self.end}"
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class RouteConf:
     dst: IPNet
     gw: IPAddr | None = None
 
 
-@dataclass
+@record
 class IPAMConf:
     type: str
     ranges: list[list[Range]] = field(default_factory=list)
@@ -58,7 +56,7 @@ class IPAMConf:
         return self.ranges[0][0]
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class PortMapping:
     host_port: int
     container_port: int
@@ -76,7 +74,7 @@ class PortMapping:
         return out
 
 
-@dataclass
+@record
 class NetConf:
     cni_version: str
     name: str
@@ -116,7 +114,7 @@ def _str(conf: dict, key: str, default: str = "") -> str:
     return v
 
 
-def _net(text: Any, what: str) -> IPNet:
+def _net(text: object, what: str) -> IPNet:
     if not isinstance(text, str):
         raise ConfigError(f"{what} must be a CIDR string, got {text!r}")
     try:
@@ -131,7 +129,7 @@ def _net(text: Any, what: str) -> IPNet:
         ) from None
 
 
-def _ip(text: Any, what: str) -> IPAddr:
+def _ip(text: object, what: str) -> IPAddr:
     if not isinstance(text, str):
         raise ConfigError(f"{what} must be an IP address string, got {text!r}")
     try:
@@ -146,7 +144,7 @@ def _abs_dir(text: str, what: str) -> str:
     return os.path.normpath(text)
 
 
-def parse_range(d: Any) -> Range:
+def parse_range(d: object) -> Range:
     if not isinstance(d, dict):
         raise ConfigError(f"ipam range must be an object, got {d!r}")
     subnet = _net(d.get("subnet"), "ipam subnet")
@@ -169,13 +167,13 @@ def parse_range(d: Any) -> Range:
     return Range(subnet, start, end, gateway)
 
 
-def parse_ipam(d: Any, runtime: dict) -> IPAMConf:
+def parse_ipam(d: object, runtime: dict) -> IPAMConf:
     if not isinstance(d, dict):
         raise ConfigError("ipam must be an object")
     ipam_type = _str(d, "type")
     if not ipam_type:
         raise ConfigError("ipam.type is missing")
-    if not re.match(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$", ipam_type):
+    if not valid_name(ipam_type):
         raise ConfigError(f"ipam.type {ipam_type!r} is not a plugin name")
     conf = IPAMConf(type=ipam_type, raw=d)
     raw_ranges = runtime.get("ipRanges") or d.get("ranges")
@@ -207,7 +205,7 @@ def _check_overlap(sets: list[list[Range]]) -> None:
                 raise ConfigError(f"ipam ranges {a.text()} and {b.text()} overlap")
 
 
-def parse_port_mappings(raw: Any) -> list[PortMapping]:
+def parse_port_mappings(raw: object) -> list[PortMapping]:
     if raw is None:
         return []
     if not isinstance(raw, list):
@@ -263,7 +261,7 @@ def _requested_ips(conf: dict, runtime: dict, cni_args: dict) -> list[IPAddr]:
     return []
 
 
-def _checked_iface(s: Any, what: str) -> str:
+def _checked_iface(s: object, what: str) -> str:
     if not isinstance(s, str):
         raise ConfigError(f"{what}: {s!r} is not an IP address")
     try:
@@ -273,11 +271,16 @@ def _checked_iface(s: Any, what: str) -> str:
     return s
 
 
+def _valid_mac(mac: object) -> bool:
+    parts = mac.split(":") if isinstance(mac, str) else []
+    return len(parts) == 6 and all(len(p) == 2 and all(c in "0123456789abcdefABCDEF" for c in p) for p in parts)
+
+
 def parse_json(stdin: bytes | str) -> dict:
-    import json
+    from ..jsonlite import loads
 
     try:
-        conf = json.loads(stdin)
+        conf = loads(stdin)
     except (ValueError, UnicodeDecodeError) as e:
         raise DecodeError("network config on stdin is not valid JSON", str(e)) from None
     if not isinstance(conf, dict):
@@ -292,7 +295,7 @@ def parse_netconf(conf: dict, command: str, cni_args: dict | None = None) -> Net
         raise ConfigError(f"cniVersion must be a string, got {version!r}")
     require(version, command)
     name = conf.get("name")
-    if not isinstance(name, str) or not CONTAINER_ID_RE.match(name):
+    if not valid_name(name):
         raise ConfigError(f"invalid network name {name!r}",
                           "must match ^[a-zA-Z0-9][a-zA-Z0-9_.\\-]*$")
     runtime = conf.get("runtimeConfig") or {}
@@ -302,7 +305,7 @@ def parse_netconf(conf: dict, command: str, cni_args: dict | None = None) -> Net
     nc.bridge = _str(conf, "bridge", DEFAULT_BRIDGE)
     # stricter than Linux: the name is written into firewall rules, so no quotes or shell-ish
     # characters can ever reach a rule, a comment or a batch
-    if not valid_ifname(nc.bridge) or not re.match(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$", nc.bridge):
+    if not valid_ifname(nc.bridge) or not valid_name(nc.bridge):
         raise ConfigError(f"invalid bridge name {nc.bridge!r}",
                           "1-15 characters from A-Z a-z 0-9 _ . -, starting with a letter or digit")
     nc.is_default_gateway = _bool(conf, "isDefaultGateway", True)
@@ -335,7 +338,7 @@ def parse_netconf(conf: dict, command: str, cni_args: dict | None = None) -> Net
     nc.port_mappings = parse_port_mappings(runtime.get("portMappings"))
     nc.requested_ips = _requested_ips(conf, runtime, cni_args or {})
     nc.mac = (cni_args or {}).get("MAC", "") or _args_cni(conf).get("mac", "") or runtime.get("mac", "")
-    if nc.mac and (not isinstance(nc.mac, str) or not re.match(r"^([0-9a-fA-F]{2}:){5}[0-9a-fA-F]{2}$", nc.mac)):
+    if nc.mac and not _valid_mac(nc.mac):
         raise ConfigError(f"invalid MAC address {nc.mac!r}")
     prev = conf.get("prevResult")
     if prev is not None and not isinstance(prev, dict):

@@ -1,13 +1,13 @@
 """CNI results: one internal model, printed in whatever version the config asked for."""
 
 import ipaddress
-from dataclasses import dataclass, field
 
 from ..errors import ConfigError
 from .version import key
+from ..record import field, record
 
 
-@dataclass
+@record
 class Interface:
     name: str
     mac: str = ""
@@ -25,7 +25,7 @@ class Interface:
         return out
 
 
-@dataclass
+@record
 class IPConfig:
     address: ipaddress.IPv4Interface | ipaddress.IPv6Interface
     gateway: str = ""
@@ -43,7 +43,7 @@ class IPConfig:
         return out
 
 
-@dataclass
+@record
 class Route:
     dst: str
     gw: str = ""
@@ -52,7 +52,7 @@ class Route:
         return {"dst": self.dst, "gw": self.gw} if self.gw else {"dst": self.dst}
 
 
-@dataclass
+@record
 class Result:
     interfaces: list[Interface] = field(default_factory=list)
     ips: list[IPConfig] = field(default_factory=list)

@@ -2,14 +2,14 @@
 path of one packet through the nat hooks (pure: all host facts come in a Context)."""
 
 import ipaddress
-from dataclasses import dataclass, field
 
 from .describe import explain as describe
 from .model import Rule, Ruleset
 from .owners import NFT_TABLES, rule_owner
+from ..record import field, record
 
 
-@dataclass
+@record
 class Context:
     """Facts about the host that rules alone don't tell. Empty for a saved dump."""
     containers: dict = field(default_factory=dict)  # ip -> {container_id, network, ifname}
@@ -25,7 +25,7 @@ class Context:
     live: bool = False
 
 
-@dataclass
+@record
 class Finding:
     severity: str  # error | warning | info
     code: str

@@ -76,18 +76,18 @@ def gather_rules() -> tuple[Ruleset, list[str]]:
 
 
 def gather_context(state_dir: str = "/run/netplug", data_dirs=("/var/lib/cni/networks",)) -> Context:
-    from ..netlink.link import Links
+    from ..netlink.link import Links, _iproute
 
     ctx = Context(live=True)
-    with Links() as l:
+    with Links() as l, _iproute() as ipr:
         names = {}
-        for msg in l.ipr.get_links():
+        for msg in ipr.get_links():
             idx, name = msg["index"], msg.get_attr("IFLA_IFNAME")
             names[idx] = name
             info = msg.get_attr("IFLA_LINKINFO")
             if info and info.get_attr("IFLA_INFO_KIND") == "bridge":
                 ctx.bridges[name] = []
-        for a in l.ipr.get_addr(family=socket.AF_INET):
+        for a in ipr.get_addr(family=socket.AF_INET):
             dev = names.get(a["index"], "?")
             ip = a.get_attr("IFA_ADDRESS")
             ctx.local_addrs[ip] = dev
@@ -96,7 +96,7 @@ def gather_context(state_dir: str = "/run/netplug", data_dirs=("/var/lib/cni/net
         for r in l.routes():
             if r["oif"] in names:
                 ctx.routes.append((str(r["dst"]), names[r["oif"]]))
-        for m in l.ipr.get_links(family=socket.AF_BRIDGE):
+        for m in ipr.get_links(family=socket.AF_BRIDGE):
             p = m.get_attr("IFLA_PROTINFO")
             if p is not None and m.get_attr("IFLA_MASTER"):
                 ctx.hairpin[m.get_attr("IFLA_IFNAME")] = str(p.get_attr("IFLA_BRPORT_MODE") or 0)

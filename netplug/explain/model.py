@@ -4,7 +4,8 @@ A rule is a list of conditions (Match) and one action (target + args). Parsers b
 iptables-save, `iptables -nL[v]` text and nft rulesets; renderers and the analyzer read it.
 """
 
-from dataclasses import dataclass, field
+from ..record import field, record
+
 
 BUILTIN = {
     "nat": ("PREROUTING", "INPUT", "OUTPUT", "POSTROUTING"),
@@ -16,7 +17,7 @@ BUILTIN = {
 NAT_HOOK_ORDER = ("PREROUTING", "OUTPUT", "INPUT", "POSTROUTING")
 
 
-@dataclass
+@record
 class Match:
     """One `-m NAME` module with its options, e.g. tcp {'dport': '8080'}."""
     name: str
@@ -24,7 +25,7 @@ class Match:
     neg: set = field(default_factory=set)
 
 
-@dataclass
+@record
 class Rule:
     table: str
     chain: str
@@ -70,7 +71,7 @@ class Rule:
         return ""
 
 
-@dataclass
+@record
 class Chain:
     name: str
     policy: str = "-"  # ACCEPT/DROP for builtin chains, "-" for user chains
@@ -79,7 +80,7 @@ class Chain:
     hook: str = ""  # nft base chains: the hook name
 
 
-@dataclass
+@record
 class Table:
     name: str
     chains: dict[str, Chain] = field(default_factory=dict)
@@ -95,7 +96,7 @@ class Table:
         return sum(1 for c in self.chains.values() for r in c.rules if r.target == name)
 
 
-@dataclass
+@record
 class Ruleset:
     tables: list[Table] = field(default_factory=list)
     source: str = ""  # which format or backend it came from

@@ -8,10 +8,10 @@ Only the first connection packet is modelled (conntrack state NEW): that is the 
 
 import ipaddress
 import re
-from dataclasses import dataclass, field
 
 from .analyze import Context
 from .model import Rule, Ruleset
+from ..record import field, record
 
 PACKET_RE = re.compile(r"^\s*(tcp|udp|sctp)\s+([\d.]+):(\d+)\s*->\s*([\d.]+):(\d+)"
                        r"(?:\s+in\s+(\S+))?(?:\s+out\s+(\S+))?\s*$")
@@ -23,7 +23,7 @@ class TraceSyntaxError(ValueError):
     pass
 
 
-@dataclass
+@record
 class Packet:
     proto: str
     src: str
@@ -36,7 +36,7 @@ class Packet:
     dnat: bool = False
 
 
-@dataclass
+@record
 class Step:
     hook: str
     chain: str
@@ -46,7 +46,7 @@ class Step:
     effect: str = ""
 
 
-@dataclass
+@record
 class TraceResult:
     packet: Packet
     steps: list[Step] = field(default_factory=list)

@@ -4,32 +4,28 @@ A backend only has to list what is live (`_list`) and apply a computed batch (`_
 diff between a Plan and the live rules is pure (`compute_ops`) and shared by all of them.
 """
 
-import logging
 import os
-import shutil
-from dataclasses import dataclass, field
-from typing import Any
 
 from ..errors import UnavailableError
 from ..locking import flocked
 from . import plan as P
 from .model import Rule, is_builtin
+from ..log import log
+from ..record import field, record
 
-log = logging.getLogger("netplug")
 
-
-@dataclass
+@record
 class LiveRule:
     table: str
     chain: str
     comment: str
-    ref: Any = None  # backend handle: a save line, an nft handle, an iptc rule
+    ref: object = None  # backend handle: a save line, an nft handle, an iptc rule
 
     def tokens(self) -> frozenset[str]:
         return frozenset(self.comment.split())
 
 
-@dataclass
+@record
 class Ops:
     delete_rules: list[LiveRule] = field(default_factory=list)
     delete_chains: list[tuple[str, str]] = field(default_factory=list)
@@ -164,6 +160,8 @@ def _scope_of(plan: P.Plan) -> set[tuple[str, str]]:
 
 def iptables_variant() -> str | None:
     """'nft' or 'legacy' for the `iptables` on PATH, None if there is none (no exec needed)."""
+    import shutil  # lazily: only `auto` needs it
+
     exe = shutil.which("iptables", path=os.environ.get("PATH", "") + ":/usr/sbin:/sbin")
     if not exe:
         return None

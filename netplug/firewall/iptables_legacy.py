@@ -4,8 +4,6 @@ libiptc is not thread-safe and python-iptables caches Table objects, so every us
 process-wide lock and refreshes the table first (which also binds it to this thread's netns).
 """
 
-import shutil
-import subprocess
 import threading
 
 from ..errors import SetupError
@@ -166,6 +164,9 @@ class LegacyBackend(Backend):
             return _summary(to_iptc(r))
 
     def dump(self):
+        import shutil
+        import subprocess
+
         exe = shutil.which("iptables-legacy-save", path="/usr/sbin:/sbin:/usr/bin")
         if not exe:
             return ""

@@ -4,10 +4,6 @@ One `iptables-nft-save` to read and one `iptables-nft-restore --noflush` batch t
 operation, as Docker and the reference plugins do; the batch is atomic.
 """
 
-import shlex
-import shutil
-import subprocess
-
 from ..errors import BusyError, SetupError
 from .backend import Backend, LiveRule, Ops
 from .model import Rule, is_builtin, to_save
@@ -18,6 +14,8 @@ TABLES = ("nat", "filter")
 def comment_of(line: str) -> str:
     if "--comment" not in line:
         return ""
+    import shlex  # lazily, as subprocess and shutil: DEL imports this module to look for rules
+
     try:
         toks = shlex.split(line)
     except ValueError:
@@ -52,6 +50,8 @@ class IptablesNftBackend(Backend):
 
     @staticmethod
     def _which(cmd):
+        import shutil
+
         return shutil.which(cmd, path="/usr/sbin:/sbin:/usr/bin:/bin")
 
     def present(self):
@@ -67,6 +67,8 @@ class IptablesNftBackend(Backend):
                    for o in objs if "chain" in o)
 
     def _save(self, table: str) -> str:
+        import subprocess
+
         proc = subprocess.run([self._which(self.save_cmd), "-t", table], capture_output=True, text=True)
         if proc.returncode != 0:
             raise SetupError(f"{self.save_cmd} -t {table}: {proc.stderr.strip()}")
@@ -99,6 +101,8 @@ class IptablesNftBackend(Backend):
 
     def _apply(self, ops):
         text = self.batch(ops)
+        import subprocess
+
         proc = subprocess.run([self._which(self.restore_cmd), "--noflush", "-w", "5"],
                               input=text, capture_output=True, text=True)
         if proc.returncode != 0:

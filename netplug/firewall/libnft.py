@@ -6,11 +6,10 @@ thread that has entered the target namespace. Never cache one across namespaces.
 """
 
 import ctypes
-import ctypes.util
-import json
 import threading
 
 from ..errors import UnavailableError
+from ..jsonlite import loads
 
 _lib = None
 _lock = threading.Lock()
@@ -22,9 +21,15 @@ def _load():
     global _lib
     with _lock:
         if _lib is None:
-            name = ctypes.util.find_library("nftables") or "libnftables.so.1"
+            try:  # the soname first: find_library runs `ldconfig -p`, ~10 ms per exec
+                lib = ctypes.CDLL("libnftables.so.1")
+            except OSError:
+                lib = None
             try:
-                lib = ctypes.CDLL(name)
+                if lib is None:
+                    from ctypes.util import find_library
+
+                    lib = ctypes.CDLL(find_library("nftables") or "libnftables.so")
             except OSError as e:
                 raise UnavailableError(f"libnftables is not installed ({e})",
                                        "apt-get install libnftables1") from None
@@ -78,4 +83,4 @@ def run(cmd: str, json_out: bool = False) -> str:
 
 def run_json(cmd: str) -> list[dict]:
     out = run(cmd, json_out=True)
-    return json.loads(out).get("nftables", []) if out.strip() else []
+    return loads(out).get("nftables", []) if out.strip() else []

@@ -5,13 +5,14 @@ space-separated tokens name its owner (`net=<network>`, `id=<container>`, `np:<h
 teardown matches owners, never IP addresses (addresses get reused).
 """
 
-from dataclasses import dataclass
+from ..record import record
+
 
 BUILTIN = {"nat": ("PREROUTING", "INPUT", "OUTPUT", "POSTROUTING"),
            "filter": ("INPUT", "FORWARD", "OUTPUT")}
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Rule:
     table: str
     chain: str

@@ -153,6 +153,6 @@ def _table_of(chain: str, hook_type: str | None) -> str:
 
 
 def _strip(expr) -> str:
-    import json
+    from ..jsonlite import dumps
 
-    return json.dumps(expr, sort_keys=True)
+    return dumps(expr, sort_keys=True)

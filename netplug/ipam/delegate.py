@@ -1,10 +1,9 @@
 """Exec a delegated IPAM plugin found in CNI_PATH, per SPEC §4 (pkg/invoke semantics)."""
 
-import json
 import os
-import subprocess
 
 from ..errors import ConfigError, NetplugError
+from ..jsonlite import dumps, loads
 
 
 class PluginNotFound(ConfigError):
@@ -23,7 +22,9 @@ def run(name: str, command: str, env: dict, conf: dict, path: list[str]) -> dict
     exe = find_plugin(name, path)
     child_env = dict(env)
     child_env["CNI_COMMAND"] = command
-    proc = subprocess.run([exe], input=json.dumps(conf).encode(), env=child_env,
+    import subprocess  # lazily: our own IPAM (the usual case) runs in-process
+
+    proc = subprocess.run([exe], input=dumps(conf).encode(), env=child_env,
                           capture_output=True, timeout=120)
     out = proc.stdout.decode(errors="replace").strip()
     if proc.stderr:
@@ -32,7 +33,7 @@ def run(name: str, command: str, env: dict, conf: dict, path: list[str]) -> dict
         sys.stderr.write(proc.stderr.decode(errors="replace"))
     if proc.returncode != 0:
         try:
-            err = json.loads(out)
+            err = loads(out)
             raise NetplugError(f"{name}: {err.get('msg', 'failed')}", err.get("details", ""),
                                code=int(err.get("code", 999)))
         except (ValueError, AttributeError):
@@ -40,6 +41,6 @@ def run(name: str, command: str, env: dict, conf: dict, path: list[str]) -> dict
     if not out:
         return None
     try:
-        return json.loads(out)
+        return loads(out)
     except ValueError:
         raise NetplugError(f"{name} printed a result that is not JSON: {out[:200]}") from None

@@ -5,7 +5,6 @@ netns, or the caller's netns when netplugd serves the request).
 """
 
 import ipaddress
-import logging
 import os
 import threading
 
@@ -21,8 +20,8 @@ from ..netlink import ns, sysctl
 from ..state import Attachment, StateStore
 from ..netlink.link import refuse_non_bridge
 from .undo import Undo, fault_point
+from ..log import log
 
-log = logging.getLogger("netplug")
 OWN_IPAM = "netplug-ipam"
 
 

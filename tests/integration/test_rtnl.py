@@ -1,0 +1,145 @@
+"""The standard-library rtnetlink client against the real kernel, in throwaway namespaces:
+every message the CNI verbs send, read back with iproute2 (and its errors as the kernel words them)."""
+
+import errno
+import json
+import os
+import threading
+
+import pytest
+
+from netplug.netlink import ns
+from netplug.netlink.link import Links
+from netplug.netlink.rtnl import AF_INET, NetlinkError, Rtnl
+from netns_tools import sh
+
+pytestmark = pytest.mark.netns
+
+
+def in_ns(path, fn):
+    """Run fn in a fresh thread that has entered the namespace (never this test's own thread)."""
+    out = {}
+
+    def body():
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            with ns.entered(fd):
+                out["v"] = fn()
+        except BaseException as e:  # surfaced below
+            out["e"] = e
+        finally:
+            os.close(fd)
+
+    t = threading.Thread(target=body)
+    t.start()
+    t.join()
+    if "e" in out:
+        raise out["e"]
+    return out.get("v")
+
+
+def ipj(ns_name, *args):
+    return json.loads(sh("ip", "-j", "-d", "-n", ns_name, *args).stdout or "[]")
+
+
+def test_veth_bridge_address_route_round_trip(world):
+    c = world.container(0)
+    cpath = world.netns_path(c)
+
+    def host_side():
+        cfd = os.open(cpath, os.O_RDONLY)
+        try:
+            with Rtnl() as nl:
+                nl.link_add("br-t", "bridge", 1400)
+                br = nl.link_get(name="br-t")
+                nl.link_set(br["index"], up=True)
+                nl.veth_add("vh-t", "eth7", cfd, 1400, "0a:58:ac:11:00:09")
+                v = nl.link_get(name="vh-t")
+                nl.link_set(v["index"], master=br["index"])
+                nl.bridge_port_hairpin(v["index"], True)
+                nl.link_set(v["index"], up=True)
+                nl.addr(True, br["index"], AF_INET, "172.17.0.1", 16)
+                return br, nl.link_get(index=v["index"]), nl.addrs(AF_INET, br["index"])
+        finally:
+            os.close(cfd)
+
+    br, v, addrs = in_ns(world.netns_path(world.host), host_side)
+    assert (br["kind"], br["mtu"]) == ("bridge", 1400)
+    assert (v["kind"], v["master"], v["up"]) == ("veth", br["index"], True)
+    assert [(a["address"], a["prefixlen"]) for a in addrs] == [("172.17.0.1", 16)]
+    port = ipj(world.host, "link", "show", "vh-t")[0]
+    assert port["linkinfo"]["info_slave_data"]["hairpin"] is True
+    inet = [a for a in ipj(world.host, "addr", "show", "br-t")[0]["addr_info"] if a["family"] == "inet"]
+    assert (inet[0]["local"], inet[0]["broadcast"]) == ("172.17.0.1", "172.17.255.255")
+
+    def container_side():
+        with Rtnl() as nl:
+            e = nl.link_get(name="eth7")
+            nl.addr(True, e["index"], AF_INET, "172.17.0.9", 16)
+            nl.link_set(e["index"], up=True)
+            nl.route_add(AF_INET, "0.0.0.0", 0, e["index"], "172.17.0.1")
+            nl.route_add(AF_INET, "198.51.100.0", 24, e["index"])
+            return e, nl.routes(AF_INET)
+
+    e, routes = in_ns(cpath, container_side)
+    assert (e["mac"], e["mtu"]) == ("0a:58:ac:11:00:09", 1400)
+    got = {(r["dst"], r["dst_len"], r["gateway"]) for r in routes}
+    assert {(None, 0, "172.17.0.1"), ("198.51.100.0", 24, None), ("172.17.0.0", 16, None)} <= got
+    shown = sh("ip", "-n", c, "route").stdout
+    assert "default via 172.17.0.1 dev eth7" in shown and "198.51.100.0/24 dev eth7" in shown
+
+
+def test_kernel_refusals_carry_errno_and_text(world):
+    def go():
+        with Rtnl() as nl:
+            with pytest.raises(NetlinkError) as missing:
+                nl.link_get(name="no-such-dev")
+            nl.link_add("dup0", "bridge")
+            with pytest.raises(NetlinkError) as dup:
+                nl.link_add("dup0", "bridge")
+            with pytest.raises(NetlinkError) as bad:
+                nl.link_add("x0", "no-such-kind")
+            return missing.value, dup.value, bad.value
+
+    missing, dup, bad = in_ns(world.netns_path(world.host), go)
+    assert missing.code == errno.ENODEV
+    assert dup.code == errno.EEXIST
+    assert bad.code == errno.EOPNOTSUPP and "Unknown device type" in bad.strerror
+
+
+def test_links_verbs_map_errors_to_cni_errors(world):
+    """A peer name taken in the container is the runtime's mistake (a config error), named."""
+    from netplug.errors import ConfigError
+
+    c = world.container(0)
+    sh("ip", "-n", c, "link", "add", "eth0", "type", "bridge")
+    cpath = world.netns_path(c)
+
+    def go():
+        cfd = os.open(cpath, os.O_RDONLY)
+        try:
+            with Links() as links:
+                with pytest.raises(ConfigError, match="eth0 already exists"):
+                    links.create_veth("vh-x", "eth0", cfd, 1500)
+                return links.lookup("vh-x"), links.delete("vh-x")
+        finally:
+            os.close(cfd)
+
+    assert in_ns(world.netns_path(world.host), go) == (None, False)  # nothing half-made
+
+
+def test_dump_of_many_links_spans_several_reads(world):
+    """Dumps arrive in several datagrams; all of them are read and none is left to confuse the
+    next request on the same socket."""
+    def go():
+        with Rtnl() as nl:
+            for i in range(150):
+                nl.link_add(f"b{i}", "bridge")
+            idx = [nl.link_get(name=f"b{i}")["index"] for i in range(150)]
+            for i in idx:
+                nl.addr(True, i, AF_INET, f"198.51.100.{idx.index(i) + 1}", 32)
+            n = len([a for a in nl.addrs(AF_INET) if a["address"].startswith("198.51.100.")])
+            return n, nl.link_get(name="b149")["name"]
+
+    n, name = in_ns(world.netns_path(world.host), go)
+    assert n == 150 and name == "b149"
