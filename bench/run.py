@@ -371,8 +371,12 @@ def targets(r):
     nd = "netplug (no daemon)"
     s, q, c = r["single"], r["sequential"], r["concurrent"]
     out = {}
-    out["ADD median <= 1/4 of reference"] = s[np_]["ADD"]["median_ms"] <= s[ref]["ADD"]["median_ms"] / 4
-    out["DEL median <= 1/4 of reference"] = s[np_]["DEL"]["median_ms"] <= s[ref]["DEL"]["median_ms"] / 4
+    # The issue quotes the reference at ADD ~180 / DEL ~230 ms: its medians over N=200 here.
+    # Both runs are judged and printed; N=1 is the harder one (the reference is fastest empty).
+    for run, d in (("N=200", q), ("N=1", s)):
+        for op in ("ADD", "DEL"):
+            out[f"{op} median <= 1/4 of reference ({run})"] = \
+                d[np_][op]["median_ms"] <= d[ref][op]["median_ms"] / 4
     b = q[np_]["add_by_attached"]
     keys = list(b)
     out["flat: ADD 150-199 <= 1.25x ADD 0-49"] = b[keys[-1]] <= 1.25 * b[keys[0]] if len(keys) >= 2 else None
@@ -411,6 +415,12 @@ def render(r):
                  "".join(f"{n[:26]:>28}" for n in r["concurrent"]))
     for k in ("add_per_s", "del_per_s", "errors", "duplicate_addresses", "leftovers"):
         lines.append(f"  {k:26}" + "".join(f"{str(r['concurrent'][n][k]):>28}" for n in r["concurrent"]))
+    lines.append("")
+    np_, ref = "netplug", "reference (bridge+host-local+portmap)"
+    for run, d in (("N=1", r["single"]), ("N=" + str(r["params"]["n"]), r["sequential"])):
+        ratios = ", ".join(f"{op} {d[np_][op]['median_ms'] / d[ref][op]['median_ms']:.2f}"
+                           for op in ("ADD", "CHECK", "DEL"))
+        lines.append(f"median ratio netplug / reference, {run}: {ratios}")
     lines.append("")
     lines.append("targets:")
     for k, v in r["targets"].items():

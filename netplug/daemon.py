@@ -6,7 +6,6 @@ a worker thread enters it, runs the same `dispatch` as the exec'd plugin, and le
 
 import array
 import json
-import logging
 import os
 import socket
 import socketserver
@@ -15,10 +14,9 @@ import sys
 from .cni.skel import dispatch
 from .netlink import ns
 from .shim import SOCKET, decode_request
+from .log import log
 
 MAX_REQUEST = 16 * 1024 * 1024
-
-log = logging.getLogger("netplug")
 
 
 class Handler(socketserver.BaseRequestHandler):
@@ -74,7 +72,7 @@ class Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
 
 
 def serve(path: str = SOCKET) -> None:
-    from .logsetup import setup
+    from .log import setup
 
     setup("INFO")
     _warm_imports()
@@ -102,7 +100,7 @@ def _warm_imports() -> None:
     from .netlink import link  # noqa: F401
     from .firewall import libnft, nftables, iptables_nft  # noqa: F401
 
-    link._iproute().close()
+    link.Links().close()
     libnft.available()
 
 

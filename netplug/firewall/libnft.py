@@ -5,14 +5,14 @@ namespace of the thread that created it: we make a fresh one per call (~0.1 ms),
 thread that has entered the target namespace. Never cache one across namespaces.
 """
 
+import _thread  # not threading: the exec'd plugin needs only a lock
 import ctypes
-import threading
 
 from ..errors import UnavailableError
 from ..jsonlite import loads
 
 _lib = None
-_lock = threading.Lock()
+_lock = _thread.allocate_lock()
 JSON_OUTPUT = 1 << 4
 HANDLE_OUTPUT = 1 << 3
 

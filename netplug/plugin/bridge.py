@@ -6,7 +6,6 @@ netns, or the caller's netns when netplugd serves the request).
 
 import ipaddress
 import os
-import threading
 
 from ..cni.config import NetConf, PortMapping
 from ..cni.env import Request
@@ -298,6 +297,8 @@ def _teardown(req: Request, nc: NetConf, a: Attachment, store: StateStore, keep_
     # Removing nf_tables rules and deleting a veth each wait for an RCU grace period in the
     # kernel (~12 and ~20 ms here); they are independent, so both waits run at once. A thread
     # starts in the namespace of the thread that creates it, so the firewall work stays in ours.
+    import threading  # only DEL needs it
+
     fw = threading.Thread(target=_collect, args=(errors, _firewall_teardown, nc, a, store))
     fw.start()
     try:
