@@ -13,7 +13,10 @@ if [ ${#need[@]} -gt 0 ]; then
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
-PY="${PYTHON:-python3}"
+# The distribution's interpreter by default: it is built with PGO/LTO and starts ~5 ms faster
+# than a source-built one (pyenv), and every exec of the plugin pays the start.
+PY="${PYTHON:-/usr/bin/python3}"
+[ -x "$PY" ] || PY=python3
 if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi

@@ -5,6 +5,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 import uuid
 
@@ -25,6 +26,30 @@ def nsexec(ns, *cmd, **kw):
 def netns_list() -> set[str]:
     out = sh("ip", "-j", "netns", "list", check=False).stdout.strip()
     return {n["name"] for n in json.loads(out or "[]")}
+
+
+def in_ns(path, fn):
+    """Run fn in a fresh thread that has entered the namespace (never this test's own thread)."""
+    out = {}
+
+    from netplug.netlink import ns
+
+    def body():
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            with ns.entered(fd):
+                out["v"] = fn()
+        except BaseException as e:  # surfaced below
+            out["e"] = e
+        finally:
+            os.close(fd)
+
+    t = threading.Thread(target=body)
+    t.start()
+    t.join()
+    if "e" in out:
+        raise out["e"]
+    return out.get("v")
 
 
 class World:

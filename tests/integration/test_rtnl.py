@@ -4,38 +4,14 @@ every message the CNI verbs send, read back with iproute2 (and its errors as the
 import errno
 import json
 import os
-import threading
 
 import pytest
 
-from netplug.netlink import ns
 from netplug.netlink.link import Links
 from netplug.netlink.rtnl import AF_INET, NetlinkError, Rtnl
-from netns_tools import sh
+from netns_tools import in_ns, sh
 
 pytestmark = pytest.mark.netns
-
-
-def in_ns(path, fn):
-    """Run fn in a fresh thread that has entered the namespace (never this test's own thread)."""
-    out = {}
-
-    def body():
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            with ns.entered(fd):
-                out["v"] = fn()
-        except BaseException as e:  # surfaced below
-            out["e"] = e
-        finally:
-            os.close(fd)
-
-    t = threading.Thread(target=body)
-    t.start()
-    t.join()
-    if "e" in out:
-        raise out["e"]
-    return out.get("v")
 
 
 def ipj(ns_name, *args):
@@ -143,3 +119,32 @@ def test_dump_of_many_links_spans_several_reads(world):
 
     n, name = in_ns(world.netns_path(world.host), go)
     assert n == 150 and name == "b149"
+
+
+def test_nft_text_listing_reads_what_the_json_listing_reads(world):
+    """DEL and ADD read chains as text (3x cheaper than JSON at 200 rules): same rules, handles,
+    comments and chains as the JSON reading of the whole table."""
+    from netplug.firewall.nftables import NftBackend
+
+    base = {"cniVersion": "1.1.0", "name": "lst", "type": "netplug", "bridge": "np-lst",
+                    "ipMasq": True, "firewallBackend": "nftables", "stateDir": f"{world.tmp}/state",
+                    "ipam": {"type": "netplug-ipam", "ranges": [[{"subnet": "172.17.0.0/16"}]],
+                             "dataDir": f"{world.tmp}/ipam"}}
+    for i in range(3):
+        c = world.container(i)
+        conf = dict(base, runtimeConfig={"portMappings": [{"hostPort": 8080 + i, "containerPort": 80}]})
+        r = world.cni("ADD", conf, cid=f"c{i}", ns=c)
+        assert r.rc == 0, r.out + r.err
+
+    def both():
+        b = NftBackend(f"{world.tmp}/state")
+        live_j, chains_j = b._list()
+        scope = {(t, c) for t, c in chains_j}
+        live_t, chains_t = b._list(scope)
+        return live_j, chains_j, live_t, chains_t
+
+    live_j, chains_j, live_t, chains_t = in_ns(world.netns_path(world.host), both)
+    key = lambda lr: (lr.table, lr.chain, lr.comment, lr.ref)  # noqa: E731
+    assert sorted(map(key, live_t)) == sorted(map(key, live_j))
+    assert chains_t == chains_j
+    assert sum(1 for lr in live_t if lr.comment) >= 6
