@@ -21,6 +21,7 @@ HOOKS = {
 
 class NftBackend(Backend):
     name = "nftables"
+    _seen: list[dict] | None = None  # the last whole-table listing, made under the firewall lock
 
     def unavailable(self):
         return libnft.available()
@@ -85,7 +86,7 @@ class NftBackend(Backend):
         # The last container of the last network takes the table along, in the same batch:
         # every nf_tables commit that deletes something waits an RCU grace period (~12 ms).
         drop_table = bool(set(ops.delete_chains) & set(SHARED_CHAINS)) and \
-            self._empty_after(ops, getattr(self, "_seen", None))
+            self._empty_after(ops, self._seen)
         cmds = [f"add table {FAMILY} {TABLE}"]
         for lr in ops.delete_rules:
             cmds.append(f"delete rule {FAMILY} {TABLE} {lr.chain} handle {lr.ref}")

@@ -2,7 +2,7 @@
 
 One `Links` object wraps one netlink socket; open it while the thread is in the namespace you
 want it to act on (see ns.entered). `_iproute()` gives pyroute2's IPRoute to the paths that are
-not exec'd per container (explain, kube-routes, labs).
+not exec'd per container (explain, kube-routes).
 """
 
 import errno
