@@ -101,7 +101,8 @@ def _warm_imports() -> None:
     from .firewall import libnft, nftables, iptables_nft  # noqa: F401
 
     link.Links().close()
-    libnft.available()
+    if libnft.available() is None:
+        libnft.defer_close()  # a commit's socket is closed off the request's path
 
 
 def main(argv=None) -> int:

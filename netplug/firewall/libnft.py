@@ -1,18 +1,28 @@
 """A small ctypes binding of libnftables (the distro's python3-nftables is not on PyPI).
 
 libnftables opens its netlink socket when the context is created, so a context acts on the
-namespace of the thread that created it: we make a fresh one per call (~0.1 ms), always in the
-thread that has entered the target namespace. Never cache one across namespaces.
+namespace of the thread that created it. A call outside a session makes a fresh one (~0.1 ms);
+inside `session()` the calling thread keeps one context for all its calls, as long as it stays
+in the namespace the context was made in (checked on every call).
+
+Why sessions: the kernel flushes nf_tables' deferred-destroy work, which waits for an RCU grace
+period, every time an nfnetlink socket is closed. After a commit that deleted anything, closing
+the socket costs 7-20 ms here while the commit itself takes ~0.3 ms. One context per operation
+closes one socket, and a long-lived process (netplugd) closes it on a background thread with
+`defer_close()`, so no caller waits for memory the kernel frees anyway.
 """
 
 import _thread  # not threading: the exec'd plugin needs only a lock
 import ctypes
+import os
 
 from ..errors import UnavailableError
 from ..jsonlite import loads
 
 _lib = None
 _lock = _thread.allocate_lock()
+_sessions: dict[int, list] = {}  # thread id -> [depth, ctx or None, netns inode]
+_defer_close = False
 JSON_OUTPUT = 1 << 4
 HANDLE_OUTPUT = 1 << 3
 
@@ -61,24 +71,80 @@ class NftError(Exception):
     pass
 
 
-def run(cmd: str, json_out: bool = False) -> str:
+def defer_close() -> None:
+    """From now on, free session contexts on a background thread (for long-lived processes)."""
+    global _defer_close
+    _load()
+    _defer_close = True
+
+
+class session:
+    """`with session():` one libnftables context for this thread's calls, freed at the end.
+    Nested sessions share the outer one."""
+
+    def __enter__(self):
+        _sessions.setdefault(_thread.get_ident(), [0, None, 0])[0] += 1
+        return self
+
+    def __exit__(self, *exc):
+        me = _thread.get_ident()
+        s = _sessions[me]
+        s[0] -= 1
+        if s[0] == 0:
+            del _sessions[me]
+            if s[1]:
+                _free(s[1])
+
+
+def _netns_ino() -> int:
+    return os.stat("/proc/thread-self/ns/net").st_ino
+
+
+def _new_ctx():
     lib = _load()
     ctx = lib.nft_ctx_new(0)
     if not ctx:
         raise NftError("nft_ctx_new failed")
+    lib.nft_ctx_buffer_output(ctx)
+    lib.nft_ctx_buffer_error(ctx)
+    return ctx
+
+
+def _free(ctx) -> None:
+    if _defer_close:
+        _thread.start_new_thread(_lib.nft_ctx_free, (ctx,))
+    else:
+        _lib.nft_ctx_free(ctx)
+
+
+def _ctx_for_call():
+    """(context, owned): the session's context, or a one-shot one the caller frees."""
+    s = _sessions.get(_thread.get_ident())
+    if s is None:
+        return _new_ctx(), True
+    ino = _netns_ino()
+    if s[1] is None:
+        s[1], s[2] = _new_ctx(), ino
+    elif s[2] != ino:  # the thread moved to another namespace: never act on the old one
+        return _new_ctx(), True
+    return s[1], False
+
+
+def run(cmd: str, json_out: bool = False) -> str:
+    lib = _load()
+    ctx, owned = _ctx_for_call()
     try:
-        lib.nft_ctx_buffer_output(ctx)
-        lib.nft_ctx_buffer_error(ctx)
-        flags = HANDLE_OUTPUT | (JSON_OUTPUT if json_out else 0)
-        lib.nft_ctx_output_set_flags(ctx, flags)
+        lib.nft_ctx_output_set_flags(ctx, HANDLE_OUTPUT | (JSON_OUTPUT if json_out else 0))
         rc = lib.nft_run_cmd_from_buffer(ctx, cmd.encode())
+        # reading a buffer also rewinds it for the next command on this context
         out = (lib.nft_ctx_get_output_buffer(ctx) or b"").decode()
         err = (lib.nft_ctx_get_error_buffer(ctx) or b"").decode()
         if rc != 0:
             raise NftError(err.strip() or f"nft failed: {cmd[:200]}")
         return out
     finally:
-        lib.nft_ctx_free(ctx)
+        if owned:
+            _free(ctx)
 
 
 def run_json(cmd: str) -> list[dict]:

@@ -12,6 +12,7 @@ from ..cni.env import Request
 from ..cni.result import Interface, IPConfig, Result, Route, parse_result
 from ..errors import ConfigError, NetplugError, SetupError, UnavailableError
 from ..firewall import backend as fwb
+from ..firewall import libnft
 from ..firewall import plan as P
 from ..ipam import delegate
 from ..ipam import local as ipam_local
@@ -22,6 +23,16 @@ from .undo import Undo, fault_point
 from ..log import log
 
 OWN_IPAM = "netplug-ipam"
+
+
+def _one_nft_context(fn):
+    """All of an operation's nftables reads and its commit share one netlink socket (see
+    libnft.session): closing each would wait for the kernel's RCU grace period after a delete."""
+    def wrapped(*args, **kwargs):
+        with libnft.session():
+            return fn(*args, **kwargs)
+    wrapped.__name__, wrapped.__doc__ = fn.__name__, fn.__doc__
+    return wrapped
 
 
 def host_veth_name(owner: str) -> str:
@@ -62,6 +73,7 @@ def ipam_run(req: Request, nc: NetConf, command: str, undo_log: list | None = No
 
 # --- ADD ---------------------------------------------------------------------------------------
 
+@_one_nft_context
 def add(req: Request, nc: NetConf) -> Result:
     owner = P.owner_hash(nc.name, req.container_id, req.ifname)
     store = StateStore(nc.state_dir, nc.name)
@@ -282,6 +294,7 @@ def _ipam_release(req, nc, undo_log):
 
 # --- DEL ---------------------------------------------------------------------------------------
 
+@_one_nft_context
 def delete(req: Request, nc: NetConf) -> None:
     owner = P.owner_hash(nc.name, req.container_id, req.ifname)
     store = StateStore(nc.state_dir, nc.name)
@@ -345,6 +358,7 @@ def _req_for(req: Request, a: Attachment) -> Request:
     return Request(req.command, a.container_id, a.netns, a.ifname, req.args, req.path, env)
 
 
+@_one_nft_context
 def _firewall_teardown(nc: NetConf, a: Attachment, store: StateStore) -> None:
     backends = fwb.all_present(nc.state_dir)
     if a.backend and a.backend not in [b.name for b in backends] and a.backend != "none":
@@ -365,6 +379,7 @@ def _firewall_teardown(nc: NetConf, a: Attachment, store: StateStore) -> None:
 
 # --- CHECK -------------------------------------------------------------------------------------
 
+@_one_nft_context
 def check(req: Request, nc: NetConf) -> None:
     from ..netlink.link import Links
 
@@ -422,6 +437,7 @@ def check(req: Request, nc: NetConf) -> None:
 
 # --- GC / STATUS ---------------------------------------------------------------------------------
 
+@_one_nft_context
 def gc(req: Request, nc: NetConf) -> None:
     valid = set(nc.valid_attachments or [])
     store = StateStore(nc.state_dir, nc.name)
@@ -455,6 +471,7 @@ def gc(req: Request, nc: NetConf) -> None:
                            "; ".join(e.msg for e in errors), code=errors[0].code)
 
 
+@_one_nft_context
 def status(req: Request, nc: NetConf) -> None:
     from ..netlink.link import Links
 
