@@ -28,6 +28,7 @@ def record(cls=None, *, frozen: bool = False):
 
 def _build(cls, frozen: bool):
     names = tuple(cls.__dict__.get("__annotations__", {}))
+    all_names = frozenset(names)
     defaults = {}
     for n in names:
         if n in cls.__dict__:
@@ -35,27 +36,29 @@ def _build(cls, frozen: bool):
             if isinstance(defaults[n], _Factory):
                 delattr(cls, n)
     nargs = len(names)
-    setter = object.__setattr__
+    plain = {n: v for n, v in defaults.items() if not isinstance(v, _Factory)}
+    factories = {n: v.make for n, v in defaults.items() if isinstance(v, _Factory)}
 
+    # dict operations only (no per-field Python loop): plans build dozens of records per ADD
     def __init__(self, *args, **kw):
-        if len(args) > nargs:
-            raise TypeError(f"{cls.__name__}() takes {nargs} arguments, {len(args)} given")
-        for i, n in enumerate(names):
-            if i < len(args):
-                if n in kw:
-                    raise TypeError(f"{cls.__name__}() got multiple values for {n!r}")
-                v = args[i]
-            elif n in kw:
-                v = kw.pop(n)
-            else:
-                v = defaults.get(n, _MISSING)
-                if v is _MISSING:
-                    raise TypeError(f"{cls.__name__}() missing argument {n!r}")
-                if isinstance(v, _Factory):
-                    v = v.make()
-            setter(self, n, v)
-        if kw:
-            raise TypeError(f"{cls.__name__}() got unexpected arguments {sorted(kw)}")
+        vals = dict(plain)
+        if args:
+            if len(args) > nargs:
+                raise TypeError(f"{cls.__name__}() takes {nargs} arguments, {len(args)} given")
+            given = dict(zip(names, args))
+            if not kw.keys().isdisjoint(given):
+                raise TypeError(f"{cls.__name__}() got multiple values for {sorted(kw.keys() & given)}")
+            vals.update(given)
+        vals.update(kw)
+        for n, make in factories.items():
+            if n not in vals:
+                vals[n] = make()
+        if len(vals) != nargs or not vals.keys() <= all_names:
+            unknown = sorted(vals.keys() - all_names)
+            if unknown:
+                raise TypeError(f"{cls.__name__}() got unexpected arguments {unknown}")
+            raise TypeError(f"{cls.__name__}() missing argument {next(n for n in names if n not in vals)!r}")
+        self.__dict__.update(vals)  # bypasses a frozen record's __setattr__, as dataclasses do
 
     def __repr__(self):
         return f"{cls.__qualname__}({', '.join(f'{n}={getattr(self, n)!r}' for n in names)})"
