@@ -54,9 +54,15 @@ class NftBackend(Backend):
         for _, chain in sorted(scope):
             try:
                 out.append(libnft.run(f"list chain {FAMILY} {TABLE} {chain}"))
-            except libnft.NftError:
-                continue  # not there (yet)
+            except libnft.NftError:  # not there (yet); and if the table is not, nothing is
+                if not out and not self._table_listed():
+                    return []
         return out
+
+    def _table_listed(self) -> bool:
+        # table names only: cheap at any size, unlike `list table`
+        lines = libnft.run(f"list tables {FAMILY}").splitlines()
+        return any(line.split()[:3] == ["table", FAMILY, TABLE] for line in lines)
 
     def _list(self, scope=None):
         if scope is not None:

@@ -183,6 +183,8 @@ def _add(req, nc, owner, store, cont_fd, backend, undo) -> Result:
             if ci is None:
                 raise SetupError(f"{req.ifname} is missing in {req.netns} right after it was created")
             cont.configure(ci["index"], [ip.address for ip in ipam_res.ips], routes)
+    # Not on a thread beside the links: creating a netdev waits for nf_tables' commit mutex
+    # (its netdev notifier), and the GIL serialises the rest, so overlap gained nothing here.
     if backend is not None and v4:
         _firewall_add(req, nc, owner, store, backend, v4[0].address, undo)
         fault_point(req.env, "after-firewall")
@@ -239,7 +241,7 @@ def _chain_onto_prev(nc: NetConf, res: Result) -> Result:
     return prev
 
 
-def _firewall_add(req, nc, owner, store, backend, addr, undo, fresh: bool = True) -> None:
+def _firewall_add(req, nc, owner, store, backend, addr, undo) -> None:
     ip = str(addr.ip)
     # the configured range's subnet, else (an IPAM we don't parse, e.g. dhcp) the result's prefix
     subnet = str(nc.ipam.first_range.subnet) if nc.ipam and nc.ipam.ranges else str(addr.network)
@@ -248,13 +250,39 @@ def _firewall_add(req, nc, owner, store, backend, addr, undo, fresh: bool = True
     shared = P.base() + P.network(nc.name, subnet, nc.bridge, nc.ip_masq, nc.cluster_cidr)
     # A fresh attachment has no rules yet (its record precedes any rule), so only the shared
     # chains need reading: the cost of ADD stays flat however many containers there are.
-    scope = {(r.table, r.chain) for r in shared.ensure} if fresh else None
+    scope = {(r.table, r.chain) for r in shared.ensure}
     with store.network_lock():
         backend.sync(plan, remove=[P.container_tag(owner)], scope=scope)
     undo.push("firewall rules", _firewall_remove_owner, backend, owner)
     if nc.port_mappings:
         sysctl.route_localnet(nc.bridge)
         _flush_udp(nc.port_mappings)
+
+
+class Background:
+    """fn(*args) on a thread of its own, which starts in the creating thread's network namespace
+    (setns is per thread) and has its own libnftables session. join() returns its exception."""
+
+    def __init__(self, fn, *args):
+        import _thread  # not threading: the exec'd plugin needs a lock, not that module
+
+        self.error = None
+        self._done = _thread.allocate_lock()
+        self._done.acquire()
+        _thread.start_new_thread(self._run, (fn, args))
+
+    def _run(self, fn, args):
+        try:
+            with libnft.session():
+                fn(*args)
+        except BaseException as e:  # handed to join(): a failure in a thread must not vanish
+            self.error = e
+        finally:
+            self._done.release()
+
+    def join(self):
+        self._done.acquire()
+        return self.error
 
 
 def _firewall_remove_owner(backend, owner):
@@ -307,48 +335,39 @@ def delete(req: Request, nc: NetConf) -> None:
 def _teardown(req: Request, nc: NetConf, a: Attachment, store: StateStore, keep_record: bool) -> None:
     """Best effort, every step: firewall, veth, IPAM, record. Missing things count as done."""
     errors: list[NetplugError] = []
-    # Removing nf_tables rules and deleting a veth each wait for an RCU grace period in the
-    # kernel (~12 and ~20 ms here); they are independent, so both waits run at once. A thread
-    # starts in the namespace of the thread that creates it, so the firewall work stays in ours.
-    import threading  # only DEL needs it
-
-    fw = threading.Thread(target=_collect, args=(errors, _firewall_teardown, nc, a, store))
-    fw.start()
+    # Deleting a veth waits for RCU grace periods in the kernel (15-25 ms here) and nothing
+    # else depends on it, so it runs on a thread while the rules and the address are released.
+    veth = Background(_delete_link, a.host_veth)
     try:
-        from ..netlink.link import Links
-
-        with Links() as host:
-            host.delete(a.host_veth)
-    except NetplugError as e:
-        errors.append(e)
+        try:
+            _firewall_teardown(nc, a, store)
+        except NetplugError as e:
+            errors.append(e)
+        except Exception as e:  # a bug here must not stop the other steps, nor vanish
+            log.error("firewall teardown: %s", e)
+            errors.append(NetplugError(f"firewall teardown failed: {type(e).__name__}: {e}"))
+        try:
+            hint = [ipaddress.ip_interface(x).ip for x in a.ips]
+            ipam_run(_req_for(req, a), nc, "DEL", hint=hint)
+        except NetplugError as e:
+            errors.append(e)
+        udp = [PortMapping(m["hostPort"], m["containerPort"], m["protocol"]) for m in a.port_mappings]
+        try:
+            _flush_udp(udp)
+        except Exception as e:  # conntrack is optional hygiene
+            log.warning("conntrack flush: %s", e)
     finally:
-        fw.join()
-    try:
-        hint = [ipaddress.ip_interface(x).ip for x in a.ips]
-        ipam_run(_req_for(req, a), nc, "DEL", hint=hint)
-    except NetplugError as e:
-        errors.append(e)
-    udp = [PortMapping(m["hostPort"], m["containerPort"], m["protocol"]) for m in a.port_mappings]
-    try:
-        _flush_udp(udp)
-    except Exception as e:  # conntrack is optional hygiene
-        log.warning("conntrack flush: %s", e)
+        err = veth.join()
+    if isinstance(err, NetplugError):
+        errors.append(err)
+    elif err is not None:
+        raise err
     if errors:
         raise errors[0]
     if not keep_record:
         mappings = [PortMapping(m["hostPort"], m["containerPort"], m["protocol"], m.get("hostIP", ""))
                     for m in a.port_mappings]
         _forget(store, a.owner, mappings)
-
-
-def _collect(errors: list, fn, *args) -> None:
-    try:
-        fn(*args)
-    except NetplugError as e:
-        errors.append(e)
-    except Exception as e:  # a bug in a thread must still reach the CNI error, not vanish
-        log.error("firewall teardown: %s", e)
-        errors.append(NetplugError(f"firewall teardown failed: {type(e).__name__}: {e}"))
 
 
 def _req_for(req: Request, a: Attachment) -> Request:
