@@ -321,7 +321,9 @@ def main():
     ap.add_argument("--concurrency", type=int, default=8)
     ap.add_argument("--json", help="write the results here too")
     ap.add_argument("--no-nodaemon", action="store_true", help="skip the netplug-without-daemon column")
-    ap.add_argument("--only", choices=["sequential"], help="run only this phase, netplug alone (profiling)")
+    ap.add_argument("--only", choices=["sequential", "single"],
+                    help="run only this phase: sequential = netplug alone (profiling), "
+                         "single = N=1 side by side with the reference")
     a = ap.parse_args()
     if os.geteuid() != 0:
         sys.exit("bench: run as root (it creates network namespaces)")
@@ -336,6 +338,11 @@ def main():
             impls[:] = [Netplug(tmp), Reference(tmp)] + ([] if a.no_nodaemon else [Netplug(tmp, daemon=False)])
             return impls
 
+        if a.only == "single":
+            single = run_single(fresh()[:2], a.repeat)
+            print(json.dumps({k: {op: stats(v[op]) for op in ("ADD", "CHECK", "DEL")} for k, v in single.items()},
+                             indent=1))
+            return
         if a.only:
             impls[:] = [Netplug(tmp)]  # so `finally` removes its namespaces and daemon
             seq = run_sequential(impls, a.n)
