@@ -1,0 +1,76 @@
+"""libnftables sessions against the kernel, in throwaway namespaces: one context per operation
+must still see what others commit, and must never act in a namespace it was not made in."""
+
+import os
+import threading
+
+import pytest
+
+from netplug.firewall import libnft
+from netplug.netlink import ns
+from netns_tools import in_ns, nsexec
+
+pytestmark = pytest.mark.netns
+
+
+def tables(ns_name):
+    return nsexec(ns_name, "nft", "list", "tables").stdout.split()
+
+
+def test_session_sees_what_other_writers_commit(world):
+    def go():
+        with libnft.session():
+            with pytest.raises(libnft.NftError):
+                libnft.run("list chain ip t A")
+            # another writer, with a context of its own, in this namespace (a thread starts in ours)
+            t = threading.Thread(target=libnft.run, args=(
+                'add table ip t\nadd chain ip t A\nadd rule ip t A accept comment "first"',))
+            t.start()
+            t.join()
+            seen = libnft.run("list chain ip t A")
+            libnft.run('add rule ip t A drop comment "second"')
+            rules = [o["rule"] for o in libnft.run_json("list chain ip t A") if "rule" in o]
+            return seen, [r["comment"] for r in rules]
+
+    seen, comments = in_ns(world.netns_path(world.host), go)
+    assert '"first"' in seen
+    assert comments == ["first", "second"]
+    assert "drop" in nsexec(world.host, "nft", "list", "chain", "ip", "t", "A").stdout
+
+
+def test_session_never_acts_in_a_namespace_it_was_not_made_in(world):
+    c = world.container(0)
+    cfd = os.open(world.netns_path(c), os.O_RDONLY)
+    try:
+        def go():
+            with libnft.session():
+                libnft.run("add table ip in_host")  # the session's context is made here
+                with ns.entered(cfd):
+                    libnft.run("add table ip in_container")
+                libnft.run("add table ip in_host_again")
+
+        in_ns(world.netns_path(world.host), go)
+    finally:
+        os.close(cfd)
+    assert "in_container" in tables(c) and "in_host" not in tables(c)
+    assert {"in_host", "in_host_again"} <= set(tables(world.host)) and "in_container" not in tables(world.host)
+
+
+def test_deferred_close_still_deletes(world):
+    """netplugd frees contexts on a background thread: the delete itself is committed before."""
+    libnft._load()
+    was = libnft._defer_close
+    libnft.defer_close()
+    try:
+        def go():
+            libnft.run("add table ip gone\nadd chain ip gone c { type nat hook postrouting priority srcnat; }")
+            with libnft.session():
+                libnft.run("list table ip gone")
+                libnft.run("delete table ip gone")
+            with libnft.session():
+                return libnft.run("list tables ip")
+
+        assert "gone" not in in_ns(world.netns_path(world.host), go)
+        assert "gone" not in tables(world.host)
+    finally:
+        libnft._defer_close = was
