@@ -6,7 +6,7 @@ if [ "$(id -u)" != 0 ]; then echo "setup.sh: run as root (sudo)" >&2; exit 2; fi
 export DEBIAN_FRONTEND=noninteractive
 need=()
 for pkg in iproute2 iptables nftables libnftables1 conntrack containernetworking-plugins \
-           iputils-ping util-linux python3 python3-venv; do
+           iputils-ping util-linux time python3 python3-venv; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then
