@@ -157,6 +157,22 @@ def test_udp_conntrack_flushed(world, backend):  # item 36
     assert world.ask(world.outside, "203.0.113.1", 9053, proto="udp", src="203.0.113.2") == world.peer_ip
 
 
+def test_udp_conntrack_flush_without_conntrack_tools(world):
+    """Where conntrack-tools is not installed the flush goes through pyroute2: same effect."""
+    from netns_tools import in_ns
+    from netplug.cni.config import PortMapping
+    from netplug.plugin.bridge import _flush_udp_pyroute2
+
+    world.add_outside()
+    assert world.cni("ADD", netplug_conf(world), "c0", world.container(0)).rc == 0
+    nsexec(world.outside, PY, "-c", "import socket;s=socket.socket(2,2);s.bind(('',40000));"
+           "s.sendto(b'x',('203.0.113.1',9054))", check=False)
+    ct = lambda: nsexec(world.host, "conntrack", "-L", "-p", "udp", "--dport", "9054", check=False).stdout  # noqa: E731
+    assert "9054" in ct()
+    in_ns(world.netns_path(world.host), lambda: _flush_udp_pyroute2([PortMapping(9054, 53, "udp")]))
+    assert "9054" not in ct()
+
+
 def test_gc_removes_rules_of_invalid_attachments(world, backend):  # item 48
     conf, (c1, c2), _ = published(world, backend, [{"hostPort": 8080, "containerPort": 80}])
     sh("ip", "netns", "del", c1)
