@@ -77,3 +77,48 @@ def test_conflist_in_repo_matches_generated():
     here = os.path.dirname(__file__)
     with open(os.path.join(here, "..", "..", "cni-conf", "10-netplug.conflist")) as f:
         assert json.load(f) == default_conflist()
+
+
+FAKE_IPAM = """#!/bin/sh
+# records every call (command, then the config on stdin) and answers like an IPAM plugin
+dir=$(dirname "$0")
+{ echo "CMD=$CNI_COMMAND ID=$CNI_CONTAINERID"; cat; echo; } >> "$dir/calls.log"
+case "$CNI_COMMAND" in
+  ADD) echo '{"cniVersion":"1.1.0","ips":[{"address":"172.17.0.9/16","gateway":"172.17.0.1"}]}';;
+  STATUS) if [ -e "$dir/full" ]; then
+            echo '{"cniVersion":"1.1.0","code":51,"msg":"no addresses left"}'; exit 1; fi;;
+esac
+exit 0
+"""
+
+
+def test_gc_and_status_reach_a_delegated_ipam(world):
+    """CNI 1.1: GC and STATUS go on to the IPAM plugin, with the valid attachments for GC
+    (the reference host-local 1.1.1 has neither verb, so a recording plugin stands in)."""
+    d = os.path.join(world.tmp, "fake-ipam")
+    os.makedirs(d)
+    exe = os.path.join(d, "recording-ipam")
+    with open(exe, "w") as f:
+        f.write(FAKE_IPAM)
+    os.chmod(exe, 0o755)
+    env = {"CNI_PATH": f"{d}:{world.bin_dir}"}
+    conf = netplug_conf(world)
+    conf["ipam"] = {"type": "recording-ipam"}
+    c = world.container(1)
+    r = world.cni("ADD", conf, "c1", c, env=env)
+    assert r.rc == 0, r
+    assert r.json["ips"][0]["address"] == "172.17.0.9/16"
+
+    assert world.cni("STATUS", conf, env=env, ifname="").rc == 0
+    open(os.path.join(d, "full"), "w").close()
+    s = world.cni("STATUS", conf, env=env, ifname="")
+    assert s.rc == 1 and s.json["code"] == 51 and "no addresses left" in s.json["msg"]
+
+    gc = dict(conf, **{"cni.dev/valid-attachments": []})
+    g = world.cni("GC", gc, env=env, ifname="")
+    assert g.rc == 0, g
+    calls = open(os.path.join(d, "calls.log")).read().split("CMD=")[1:]
+    assert [x.split()[0] for x in calls] == ["ADD", "STATUS", "STATUS", "DEL", "GC"]
+    assert calls[3].split()[1] == "ID=c1"  # GC released the stale attachment's address first
+    assert '"cni.dev/valid-attachments": []' in calls[4]
+    assert not [l for l in nsexec(world.host, "ip", "-br", "link").stdout.splitlines() if l.startswith("np")]
