@@ -112,9 +112,12 @@ def _new_ctx():
 
 def _free(ctx) -> None:
     if _defer_close:
-        _thread.start_new_thread(_lib.nft_ctx_free, (ctx,))
-    else:
-        _lib.nft_ctx_free(ctx)
+        try:
+            _thread.start_new_thread(_lib.nft_ctx_free, (ctx,))
+            return
+        except RuntimeError:  # no thread to be had: free it here, slower but done
+            pass
+    _lib.nft_ctx_free(ctx)
 
 
 def _ctx_for_call():
