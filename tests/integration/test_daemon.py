@@ -75,6 +75,15 @@ def test_fallback_when_daemon_dies(world, daemon):
     assert r.rc == 0, r
 
 
+def test_sigterm_stops_cleanly(world, daemon):
+    """systemd stops the unit with SIGTERM: the daemon leaves and takes its socket with it."""
+    daemon.proc.terminate()
+    assert daemon.proc.wait(10) == 0
+    assert not os.path.exists(daemon.socket)
+    r = world.cni("ADD", netplug_conf(world), "c1", world.container(1), env=daemon.env)
+    assert r.rc == 0, r  # served in-process
+
+
 @pytest.mark.parametrize("backend", ["nftables", "iptables", "iptables-legacy"])
 def test_200_containers_each_published(world, daemon, backend):  # issue 3 acceptance 5
     world.add_outside()
