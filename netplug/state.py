@@ -1,10 +1,14 @@
 """Attachment records: what netplug set up for each (network, container, ifname).
 
 <stateDir>/<network>/<owner-hash>.json, written (temp + rename, mode 0600) *before* the first
-side effect of an ADD and completed at its end, so DEL and GC can undo an ADD that was killed
-halfway, and DEL works without prevResult, runtimeConfig or the netns.
+side effect of an ADD, and <owner-hash>.done (its addresses) at its end, so DEL and GC can undo an
+ADD that was killed halfway, and DEL works without prevResult, runtimeConfig or the netns.
+
+Every file is written once under a new name, never renamed over an existing one: on ext4 a
+rename that replaces a file flushes the new file's data first (auto_da_alloc), ~0.4 ms here.
 """
 
+import _thread
 import os
 
 from .locking import flocked
@@ -46,14 +50,19 @@ class StateStore:
         return _read(self._path(owner))
 
     def put(self, a: Attachment) -> None:
-        tmp = self._path(a.owner) + f".tmp{os.getpid()}"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(dumps(asdict(a)))
-        os.replace(tmp, self._path(a.owner))
+        """The record an ADD starts from (not complete yet)."""
+        done = self._path(a.owner)[:-5] + ".done"
+        if os.path.exists(done):  # a new start for this owner: its old end goes first
+            os.unlink(done)
+        _write_new(self._path(a.owner), dumps(asdict(a) | {"complete": False}))
+
+    def complete(self, owner: str, ips: list[str]) -> None:
+        """The ADD finished: its addresses, and from now on the record counts as complete."""
+        _write_new(self._path(owner)[:-5] + ".done", dumps({"ips": ips}))
 
     def remove(self, owner: str) -> None:
-        for path in (self._path(owner), os.path.join(self.dir, f"{owner}.deleting")):
+        for path in (self._path(owner), os.path.join(self.dir, f"{owner}.done"),
+                     os.path.join(self.dir, f"{owner}.deleting")):
             try:
                 os.unlink(path)
             except FileNotFoundError:
@@ -98,12 +107,7 @@ class StateStore:
     def claim_port(self, proto: str, port: int, host_ip: str, holder: dict) -> None:
         d = self._port_dir(proto, port)
         os.makedirs(d, mode=0o700, exist_ok=True)
-        path = os.path.join(d, host_ip or "0.0.0.0")
-        tmp = path + f".tmp{os.getpid()}"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(dumps(holder))
-        os.replace(tmp, path)
+        _write_new(os.path.join(d, host_ip or "0.0.0.0"), dumps(holder))
 
     def release_port(self, proto: str, port: int, host_ip: str, owner: str) -> None:
         d = self._port_dir(proto, port)
@@ -131,9 +135,28 @@ class StateStore:
 def _read(path: str) -> Attachment | None:
     try:
         with open(path) as f:
-            return Attachment(**loads(f.read()))
+            a = Attachment(**loads(f.read()))
     except FileNotFoundError:
         return None
     except (ValueError, TypeError):
         os.unlink(path)  # torn or foreign file: the owner's rules are still found by hash
         return None
+    try:
+        with open(path[:-5] + ".done") as f:
+            a.ips, a.complete = loads(f.read())["ips"], True
+    except FileNotFoundError:
+        pass  # an ADD still running, or killed before its end (or a record of an older netplug)
+    except (ValueError, TypeError, KeyError):
+        os.unlink(path[:-5] + ".done")
+    return a
+
+
+def _write_new(path: str, text: str) -> None:
+    """Atomically, through a temp file; replaces `path` only if it exists (the slow case)."""
+    tmp = f"{path}.tmp{os.getpid()}.{_thread.get_ident()}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    try:
+        os.write(fd, text.encode())
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)

@@ -73,9 +73,7 @@ class DiskStore:
             return False
         finally:
             os.unlink(tmp)
-        last_tmp = os.path.join(self.dir, f"{TMP_PREFIX}last.{os.getpid()}")
-        _write(last_tmp, str(ip))
-        os.replace(last_tmp, os.path.join(self.dir, f"last_reserved_ip.{idx}"))
+        _overwrite(os.path.join(self.dir, f"last_reserved_ip.{idx}"), str(ip))
         return True
 
     def set_last_reserved(self, idx: int, ip: IPAddr | None) -> None:
@@ -86,9 +84,7 @@ class DiskStore:
             except FileNotFoundError:
                 pass
             return
-        tmp = os.path.join(self.dir, f"{TMP_PREFIX}last.{os.getpid()}")
-        _write(tmp, str(ip))
-        os.replace(tmp, path)
+        _overwrite(path, str(ip))
 
     def release(self, ip: IPAddr) -> None:
         try:
@@ -123,6 +119,19 @@ class DiskStore:
 def _matches(owner: tuple[str, str], cid: str, ifname: str) -> bool:
     # Old host-local files hold only the container ID; they match any ifname of that container.
     return owner[0] == cid and (owner[1] == ifname or owner[1] == "")
+
+
+def _overwrite(path: str, text: str) -> None:
+    """The round-robin cursor, rewritten in place as host-local does (it is only a hint, read and
+    written under the lock). Not O_TRUNC, nor temp + rename: on ext4 both flush the data first
+    (auto_da_alloc), ~0.4 ms here; write-then-truncate does not."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        data = text.encode()
+        os.write(fd, data)
+        os.ftruncate(fd, len(data))
+    finally:
+        os.close(fd)
 
 
 def _write(path: str, text: str) -> None:

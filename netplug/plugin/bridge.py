@@ -193,10 +193,7 @@ def _add(req, nc, owner, store, cont_fd, backend, undo) -> Result:
     res.ips = [IPConfig(ip.address, ip.gateway, 2) for ip in ipam_res.ips]
     res.routes = [Route(dst, gw) for dst, gw in routes] if routes else []
     res.dns = nc.dns or ipam_res.dns
-    a = store.get(owner)
-    a.ips = [str(ip.address) for ip in ipam_res.ips]
-    a.complete = True
-    store.put(a)
+    store.complete(owner, [str(ip.address) for ip in ipam_res.ips])
     return _chain_onto_prev(nc, res)
 
 
