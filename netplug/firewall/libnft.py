@@ -153,3 +153,27 @@ def run(cmd: str, json_out: bool = False) -> str:
 def run_json(cmd: str) -> list[dict]:
     out = run(cmd, json_out=True)
     return loads(out).get("nftables", []) if out.strip() else []
+
+
+NETLINK_NETFILTER = 12
+NFT_MSG_GETTABLE = (10 << 8) | 1  # NFNL_SUBSYS_NFTABLES, NFT_MSG_GETTABLE
+NFTA_TABLE_NAME = 1
+FAMILIES = {"ip": 2, "ip6": 10, "inet": 1}
+
+
+def table_exists(family: str, name: str) -> bool:
+    """One NFT_MSG_GETTABLE on a netlink socket of our own (~0.05 ms), in the calling thread's
+    netns. Asking libnftables costs ~0.2-0.6 ms: every command first fetches its cache."""
+    import struct
+
+    from ..netlink.rtnl import NetlinkError, Rtnl, attr_str
+
+    body = struct.pack("=BBH", FAMILIES[family], 0, 0) + attr_str(NFTA_TABLE_NAME, name)
+    with Rtnl(NETLINK_NETFILTER) as nl:
+        try:
+            nl.get(NFT_MSG_GETTABLE, body)
+            return True
+        except NetlinkError as e:
+            if e.code == 2:  # ENOENT
+                return False
+            raise NftError(f"nftables: cannot read table {family} {name}: {e.strerror}") from None

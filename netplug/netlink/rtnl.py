@@ -163,11 +163,12 @@ def parse_route(body: bytes) -> dict:
 # --- the socket -----------------------------------------------------------------------------------
 
 class Rtnl:
-    """One NETLINK_ROUTE socket, requests answered one at a time (no multicast groups joined)."""
+    """One NETLINK_ROUTE socket (or another netlink family's, e.g. NETLINK_NETFILTER), requests
+    answered one at a time (no multicast groups joined)."""
 
-    def __init__(self):
+    def __init__(self, protocol: int = NETLINK_ROUTE):
         self.sock = _socket.socket(_socket.AF_NETLINK, _socket.SOCK_RAW | _socket.SOCK_CLOEXEC,
-                                   NETLINK_ROUTE)
+                                   protocol)
         for opt in (NETLINK_CAP_ACK, NETLINK_EXT_ACK):
             try:
                 self.sock.setsockopt(SOL_NETLINK, opt, 1)

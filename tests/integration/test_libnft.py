@@ -74,3 +74,43 @@ def test_deferred_close_still_deletes(world):
         assert "gone" not in tables(world.host)
     finally:
         libnft._defer_close = was
+
+
+def test_table_exists_asks_the_calling_threads_namespace(world):
+    c = world.container(0)
+    nsexec(world.host, "nft", "add", "table", "ip", "netplug")
+    host = in_ns(world.netns_path(world.host), lambda: (libnft.table_exists("ip", "netplug"),
+                                                        libnft.table_exists("ip", "other"),
+                                                        libnft.table_exists("inet", "netplug")))
+    assert host == (True, False, False)
+    assert in_ns(world.netns_path(c), lambda: libnft.table_exists("ip", "netplug")) is False
+
+
+def test_scoped_read_skips_libnftables_without_the_table(world):
+    """The nftables backend reads only the chains an ADD needs, and nothing without its table."""
+    from netplug.firewall.nftables import NftBackend, parse_chain_listing
+
+    nsexec(world.host, "nft", "-f", "-", input=(
+        "add table ip netplug\n"
+        "add chain ip netplug POSTROUTING { type nat hook postrouting priority srcnat; }\n"
+        "add chain ip netplug NETPLUG-POSTROUTING\n"
+        'add rule ip netplug POSTROUTING jump NETPLUG-POSTROUTING comment "netplug base postrouting"\n'
+        'add rule ip netplug NETPLUG-POSTROUTING ip saddr 172.17.0.0/16 masquerade comment "netplug net=a m"\n'))
+    b = NftBackend.__new__(NftBackend)
+    scope = {("nat", "POSTROUTING"), ("nat", "NETPLUG-POSTROUTING"), ("nat", "NETPLUG-MISSING")}
+
+    def read():
+        with libnft.session():
+            return b._scoped_text(scope)
+
+    live, chains = parse_chain_listing(in_ns(world.netns_path(world.host), read))
+    assert {r.comment for r in live} == {"netplug base postrouting", "netplug net=a m"}
+    assert chains == {("nat", "POSTROUTING"), ("nat", "NETPLUG-POSTROUTING")}
+    calls = []
+    real_run = libnft.run
+    libnft.run = lambda *a, **k: calls.append(a) or real_run(*a, **k)
+    try:
+        assert in_ns(world.netns_path(world.container(1)), read) == []
+    finally:
+        libnft.run = real_run
+    assert calls == []
