@@ -142,9 +142,12 @@ class Links:
                                   "choose another subnet for this network (ipam.ranges)")
 
     # --- veth ---------------------------------------------------------------------------------
-    def create_veth(self, host: str, peer: str, netns_fd: int, mtu: int, mac: str = "") -> dict:
+    def create_veth(self, host: str, peer: str, netns_fd: int, mtu: int, mac: str = "",
+                    bridge_idx: int = 0, hairpin: bool = False) -> dict:
+        """The pair, its host end already a port of `bridge_idx` and up (one request instead of
+        three). Hairpin is set right after: no frame can cross before the peer is up."""
         try:
-            self.nl.veth_add(host, peer, netns_fd, mtu, mac)
+            self.nl.veth_add(host, peer, netns_fd, mtu, mac, master=bridge_idx, up=bool(bridge_idx))
         except NetlinkError as e:
             if e.code == errno.EEXIST:  # the host name was cleared before, so it is the peer
                 raise ConfigError(f"interface {peer} already exists in the container's netns") from None
@@ -152,16 +155,12 @@ class Links:
         hv = self.lookup(host)
         if hv is None:
             raise SetupError(f"veth {host} vanished right after it was created")
+        if hairpin:
+            try:
+                self.nl.bridge_port_hairpin(hv["index"], True)
+            except NetlinkError as e:
+                raise SetupError(f"hairpin on {host}: {e.strerror}") from None
         return hv
-
-    def attach(self, idx: int, bridge_idx: int, hairpin: bool) -> None:
-        try:
-            self.nl.link_set(idx, master=bridge_idx)
-            if hairpin:
-                self.nl.bridge_port_hairpin(idx, True)  # before up: no frame sees it off
-            self.nl.link_set(idx, up=True)
-        except NetlinkError as e:
-            raise SetupError(f"attach interface {idx} to the bridge: {e.strerror}") from None
 
     def delete(self, name: str) -> bool:
         idx = self.index(name)

@@ -257,23 +257,28 @@ class Rtnl:
             body += attr_u32(IFLA_MTU, mtu)
         self.request(RTM_NEWLINK, body)
 
-    def link_add(self, name: str, kind: str, mtu: int = 0, peer: bytes = b"") -> None:
-        body = ifinfo() + attr_str(IFLA_IFNAME, name)
+    def link_add(self, name: str, kind: str, mtu: int = 0, peer: bytes = b"", master: int = 0,
+                 up: bool = False) -> None:
+        body = ifinfo(flags=IFF_UP if up else 0, change=IFF_UP if up else 0) + attr_str(IFLA_IFNAME, name)
         if mtu:
             body += attr_u32(IFLA_MTU, mtu)
+        if master:
+            body += attr_u32(IFLA_MASTER, master)
         info = attr_str(IFLA_INFO_KIND, kind)
         if peer:
             info += nested(IFLA_INFO_DATA, nested(VETH_INFO_PEER, peer))
         body += nested(IFLA_LINKINFO, info)
         self.request(RTM_NEWLINK, body, F_CREATE | F_EXCL)
 
-    def veth_add(self, name: str, peer: str, peer_netns_fd: int, mtu: int = 0, peer_mac: str = "") -> None:
+    def veth_add(self, name: str, peer: str, peer_netns_fd: int, mtu: int = 0, peer_mac: str = "",
+                 master: int = 0, up: bool = False) -> None:
+        """`master` and `up` apply to this (host) end, in the same request; the peer stays down."""
         p = ifinfo() + attr_str(IFLA_IFNAME, peer) + attr_u32(IFLA_NET_NS_FD, peer_netns_fd)
         if mtu:
             p += attr_u32(IFLA_MTU, mtu)
         if peer_mac:
             p += attr(IFLA_ADDRESS, mac_bytes(peer_mac))
-        self.link_add(name, "veth", mtu, p)
+        self.link_add(name, "veth", mtu, p, master, up)
 
     def link_del(self, index: int) -> None:
         self.request(RTM_DELLINK, ifinfo(index))

@@ -171,10 +171,10 @@ def _add(req, nc, owner, store, cont_fd, backend, undo) -> Result:
         hv = host_veth_name(owner)
         if host.delete(hv):  # a leftover of this same attachment (names are derived from it)
             log.info("removed stale %s of container %s", hv, req.container_id)
-        hvi = host.create_veth(hv, req.ifname, cont_fd, nc.mtu, nc.mac)
-        undo.push("host veth", _delete_link, hv)
+        undo.push("host veth", _delete_link, hv)  # also if it fails halfway (deleting none is fine)
+        hvi = host.create_veth(hv, req.ifname, cont_fd, nc.mtu, nc.mac, br["index"],
+                               nc.hairpin_mode or bool(nc.port_mappings))
         fault_point(req.env, "after-veth")
-        host.attach(hvi["index"], br["index"], nc.hairpin_mode or bool(nc.port_mappings))
         routes = _container_routes(nc, ipam_res)
         with ns.entered(cont_fd):
             cont = Links()

@@ -148,3 +148,25 @@ def test_nft_text_listing_reads_what_the_json_listing_reads(world):
     assert sorted(map(key, live_t)) == sorted(map(key, live_j))
     assert chains_t == chains_j
     assert sum(1 for lr in live_t if lr.comment) >= 6
+
+
+def test_veth_made_as_an_up_bridge_port_with_hairpin_and_a_down_peer(world):
+    """One request makes the pair with its host end enslaved and up; the peer waits for its
+    addresses, so no frame crosses before hairpin is set."""
+    c = world.container(0)
+    cpath = world.netns_path(c)
+
+    def go():
+        cfd = os.open(cpath, os.O_RDONLY)
+        try:
+            with Links() as links:
+                br = links.ensure_bridge("br-h", 1500, False)
+                return br, links.create_veth("vh-h", "eth0", cfd, 1500, "", br["index"], True)
+        finally:
+            os.close(cfd)
+
+    br, v = in_ns(world.netns_path(world.host), go)
+    assert (v["master"], v["up"]) == (br["index"], True)
+    port = ipj(world.host, "link", "show", "vh-h")[0]
+    assert port["linkinfo"]["info_slave_data"]["hairpin"] is True
+    assert "UP" not in ipj(c, "link", "show", "eth0")[0]["flags"]
