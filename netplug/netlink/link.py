@@ -112,9 +112,11 @@ class Links:
             self.nl.link_set(br["index"], up=True, promisc=True if promisc else None)
         return br
 
-    def ensure_gateway(self, bridge: str, idx: int, gw: ipaddress.IPv4Interface, force: bool) -> None:
+    def ensure_gateway(self, bridge: str, idx: int, gw: ipaddress.IPv4Interface, force: bool,
+                       held: list | None = None) -> None:
+        """`held`: the bridge's addresses of gw's family, if just read."""
         fam = AF_INET if gw.version == 4 else AF_INET6
-        have = [a for a in self.addresses(idx, fam) if not a.ip.is_link_local]
+        have = [a for a in (self.addresses(idx, fam) if held is None else held) if not a.ip.is_link_local]
         if gw in have:
             return
         others = [a for a in have if a.network.overlaps(gw.network) or gw.version == 4]

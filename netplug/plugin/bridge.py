@@ -145,6 +145,7 @@ def _forget(store: StateStore, owner: str, mappings: list[PortMapping]) -> None:
 
 def _add(req, nc, owner, store, cont_fd, backend, undo) -> Result:
     from ..netlink.link import Links
+    from ..netlink.rtnl import AF_INET, AF_INET6
 
     undo_log: list = []
     try:
@@ -159,14 +160,20 @@ def _add(req, nc, owner, store, cont_fd, backend, undo) -> Result:
         br = host.lookup(nc.bridge)
         if br is not None:
             refuse_non_bridge(nc.bridge, br)
-        for ip in ipam_res.ips:  # before creating anything: a clash with a host route is fatal
-            host.refuse_overlap(ip.address.network, nc.bridge)
+        gws = [ipaddress.ip_interface(f"{ip.gateway}/{ip.address.network.prefixlen}")
+               for ip in ipam_res.ips if nc.is_gateway and ip.gateway]
+        held = {v: host.addresses(br["index"], AF_INET if v == 4 else AF_INET6)
+                for v in {g.version for g in gws}} if br else {}
+        # Before creating anything, a clash with a host route is fatal. A bridge that already
+        # holds its gateways had its subnets checked when they were added (Docker also checks a
+        # network's subnet once); `netplug explain --check` reports a route added later.
+        if len(gws) < len(ipam_res.ips) or not all(g in held.get(g.version, ()) for g in gws):
+            for ip in ipam_res.ips:
+                host.refuse_overlap(ip.address.network, nc.bridge)
         br = host.ensure_bridge(nc.bridge, nc.mtu, nc.promisc_mode, br)
         if nc.is_gateway:
-            for ip in ipam_res.ips:
-                if ip.gateway:
-                    gw = ipaddress.ip_interface(f"{ip.gateway}/{ip.address.network.prefixlen}")
-                    host.ensure_gateway(nc.bridge, br["index"], gw, nc.force_address)
+            for gw in gws:
+                host.ensure_gateway(nc.bridge, br["index"], gw, nc.force_address, held.get(gw.version))
             sysctl.enable_forwarding()
         hv = host_veth_name(owner)
         if host.delete(hv):  # a leftover of this same attachment (names are derived from it)
