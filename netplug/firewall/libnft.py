@@ -8,13 +8,16 @@ in the namespace the context was made in (checked on every call).
 Why sessions: the kernel flushes nf_tables' deferred-destroy work, which waits for an RCU grace
 period, every time an nfnetlink socket is closed. After a commit that deleted anything, closing
 the socket costs 7-20 ms here while the commit itself takes ~0.3 ms. One context per operation
-closes one socket, and a long-lived process (netplugd) closes it on a background thread with
-`defer_close()`, so no caller waits for memory the kernel frees anyway.
+closes one socket, and a long-lived process (netplugd) calls `defer_close()`: a session's
+context is then parked for the next session in the same namespace (no new context, no close),
+and one idle for PARK_SECONDS is freed on a background thread, so no caller waits for memory the
+kernel frees anyway. A parked context keeps its namespace alive only that long.
 """
 
 import _thread  # not threading: the exec'd plugin needs only a lock
 import ctypes
 import os
+import time
 
 from ..errors import UnavailableError
 from ..jsonlite import loads
@@ -23,6 +26,8 @@ _lib = None
 _lock = _thread.allocate_lock()
 _sessions: dict[int, list] = {}  # thread id -> [depth, ctx or None, netns inode]
 _defer_close = False
+_parked: dict[int, tuple[object, float]] = {}  # netns inode -> (context, parked at); netplugd only
+PARK_SECONDS = 2.0
 JSON_OUTPUT = 1 << 4
 HANDLE_OUTPUT = 1 << 3
 
@@ -72,10 +77,38 @@ class NftError(Exception):
 
 
 def defer_close() -> None:
-    """From now on, free session contexts on a background thread (for long-lived processes)."""
+    """From now on, park session contexts for reuse and free them on a background thread (for
+    long-lived processes)."""
     global _defer_close
     _load()
-    _defer_close = True
+    if not _defer_close:
+        _defer_close = True
+        _thread.start_new_thread(_sweep, ())
+
+
+def _sweep() -> None:
+    while True:
+        time.sleep(PARK_SECONDS / 2)
+        now = time.monotonic()
+        with _lock:
+            old = [ino for ino, (_, at) in _parked.items() if now - at > PARK_SECONDS]
+            ctxs = [_parked.pop(ino)[0] for ino in old]
+        for ctx in ctxs:
+            _lib.nft_ctx_free(ctx)
+
+
+def _park(ctx, ino: int) -> None:
+    with _lock:
+        old = _parked.pop(ino, None)
+        _parked[ino] = (ctx, time.monotonic())
+    if old:
+        _free(old[0])
+
+
+def _unpark(ino: int):
+    with _lock:
+        got = _parked.pop(ino, None)
+    return got[0] if got else None
 
 
 class session:
@@ -93,7 +126,10 @@ class session:
         if s[0] == 0:
             del _sessions[me]
             if s[1]:
-                _free(s[1])
+                if _defer_close:
+                    _park(s[1], s[2])
+                else:
+                    _free(s[1])
 
 
 def _netns_ino() -> int:
@@ -127,7 +163,7 @@ def _ctx_for_call():
         return _new_ctx(), True
     ino = _netns_ino()
     if s[1] is None:
-        s[1], s[2] = _new_ctx(), ino
+        s[1], s[2] = (_defer_close and _unpark(ino)) or _new_ctx(), ino
     elif s[2] != ino:  # the thread moved to another namespace: never act on the old one
         return _new_ctx(), True
     return s[1], False

@@ -3,6 +3,7 @@ must still see what others commit, and must never act in a namespace it was not 
 
 import os
 import threading
+import time
 
 import pytest
 
@@ -114,3 +115,34 @@ def test_scoped_read_skips_libnftables_without_the_table(world):
     finally:
         libnft.run = real_run
     assert calls == []
+
+
+def test_parked_context_serves_its_namespace_only_and_is_freed_when_idle(world):
+    """netplugd parks a session's context for the next session in the same namespace; an idle
+    one is freed by the sweeper, so a namespace is not kept alive for long."""
+    libnft._load()
+    was, period = libnft._defer_close, libnft.PARK_SECONDS
+    libnft.defer_close()
+    libnft.PARK_SECONDS = 0.3
+    c = world.container(0)
+
+    def ctx_of_a_session():
+        with libnft.session():
+            libnft.run("list tables")
+            return libnft._sessions[threading.get_ident()][1], libnft._netns_ino()
+
+    try:
+        first, ino = in_ns(world.netns_path(world.host), ctx_of_a_session)
+        assert libnft._parked[ino][0] == first
+        again, _ = in_ns(world.netns_path(world.host), ctx_of_a_session)
+        assert again == first  # reused: no new context, no socket closed
+        other, other_ino = in_ns(world.netns_path(c), ctx_of_a_session)
+        assert other != first and other_ino != ino
+        in_ns(world.netns_path(c), lambda: libnft.run("add table ip mine"))
+        assert "mine" in tables(c) and "mine" not in tables(world.host)
+        deadline = time.monotonic() + 5
+        while (ino in libnft._parked or other_ino in libnft._parked) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert ino not in libnft._parked and other_ino not in libnft._parked
+    finally:
+        libnft._defer_close, libnft.PARK_SECONDS = was, period
