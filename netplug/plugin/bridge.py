@@ -249,9 +249,8 @@ def _firewall_add(req, nc, owner, store, backend, addr, undo) -> None:
     ip = str(addr.ip)
     # the configured range's subnet, else (an IPAM we don't parse, e.g. dhcp) the result's prefix
     subnet = str(nc.ipam.first_range.subnet) if nc.ipam and nc.ipam.ranges else str(addr.network)
-    plan = P.base() + P.network(nc.name, subnet, nc.bridge, nc.ip_masq, nc.cluster_cidr) + \
-        P.container(nc.name, req.container_id, owner, ip, subnet, nc.port_mappings)
     shared = P.base() + P.network(nc.name, subnet, nc.bridge, nc.ip_masq, nc.cluster_cidr)
+    plan = shared + P.container(nc.name, req.container_id, owner, ip, subnet, nc.port_mappings)
     # A fresh attachment has no rules yet (its record precedes any rule), so only the shared
     # chains need reading: the cost of ADD stays flat however many containers there are.
     scope = {(r.table, r.chain) for r in shared.ensure}
