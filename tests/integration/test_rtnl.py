@@ -18,28 +18,33 @@ def ipj(ns_name, *args):
     return json.loads(sh("ip", "-j", "-d", "-n", ns_name, *args).stdout or "[]")
 
 
+def with_fd(path, fn):
+    """fn(fd) with an open fd of the netns at `path`, as the plugin passes it (IFLA_NET_NS_FD)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        return fn(fd)
+    finally:
+        os.close(fd)
+
+
 def test_veth_bridge_address_route_round_trip(world):
     c = world.container(0)
     cpath = world.netns_path(c)
 
-    def host_side():
-        cfd = os.open(cpath, os.O_RDONLY)
-        try:
-            with Rtnl() as nl:
-                nl.link_add("br-t", "bridge", 1400)
-                br = nl.link_get(name="br-t")
-                nl.link_set(br["index"], up=True)
-                nl.veth_add("vh-t", "eth7", cfd, 1400, "0a:58:ac:11:00:09")
-                v = nl.link_get(name="vh-t")
-                nl.link_set(v["index"], master=br["index"])
-                nl.bridge_port_hairpin(v["index"], True)
-                nl.link_set(v["index"], up=True)
-                nl.addr(True, br["index"], AF_INET, "172.17.0.1", 16)
-                return br, nl.link_get(index=v["index"]), nl.addrs(AF_INET, br["index"])
-        finally:
-            os.close(cfd)
+    def host_side(cfd):
+        with Rtnl() as nl:
+            nl.link_add("br-t", "bridge", 1400)
+            br = nl.link_get(name="br-t")
+            nl.link_set(br["index"], up=True)
+            nl.veth_add("vh-t", "eth7", cfd, 1400, "0a:58:ac:11:00:09")
+            v = nl.link_get(name="vh-t")
+            nl.link_set(v["index"], master=br["index"])
+            nl.bridge_port_hairpin(v["index"], True)
+            nl.link_set(v["index"], up=True)
+            nl.addr(True, br["index"], AF_INET, "172.17.0.1", 16)
+            return br, nl.link_get(index=v["index"]), nl.addrs(AF_INET, br["index"])
 
-    br, v, addrs = in_ns(world.netns_path(world.host), host_side)
+    br, v, addrs = in_ns(world.netns_path(world.host), lambda: with_fd(cpath, host_side))
     assert (br["kind"], br["mtu"]) == ("bridge", 1400)
     assert (v["kind"], v["master"], v["up"]) == ("veth", br["index"], True)
     assert [(a["address"], a["prefixlen"]) for a in addrs] == [("172.17.0.1", 16)]
@@ -91,17 +96,13 @@ def test_links_verbs_map_errors_to_cni_errors(world):
     sh("ip", "-n", c, "link", "add", "eth0", "type", "bridge")
     cpath = world.netns_path(c)
 
-    def go():
-        cfd = os.open(cpath, os.O_RDONLY)
-        try:
-            with Links() as links:
-                with pytest.raises(ConfigError, match="eth0 already exists"):
-                    links.create_veth("vh-x", "eth0", cfd, 1500)
-                return links.lookup("vh-x"), links.delete("vh-x")
-        finally:
-            os.close(cfd)
+    def go(cfd):
+        with Links() as links:
+            with pytest.raises(ConfigError, match="eth0 already exists"):
+                links.create_veth("vh-x", "eth0", cfd, 1500)
+            return links.lookup("vh-x"), links.delete("vh-x")
 
-    assert in_ns(world.netns_path(world.host), go) == (None, False)  # nothing half-made
+    assert in_ns(world.netns_path(world.host), lambda: with_fd(cpath, go)) == (None, False)  # nothing half-made
 
 
 def test_dump_of_many_links_spans_several_reads(world):
@@ -156,16 +157,12 @@ def test_veth_made_as_an_up_bridge_port_with_hairpin_and_a_down_peer(world):
     c = world.container(0)
     cpath = world.netns_path(c)
 
-    def go():
-        cfd = os.open(cpath, os.O_RDONLY)
-        try:
-            with Links() as links:
-                br = links.ensure_bridge("br-h", 1500, False)
-                return br, links.create_veth("vh-h", "eth0", cfd, 1500, "", br["index"], True)
-        finally:
-            os.close(cfd)
+    def go(cfd):
+        with Links() as links:
+            br = links.ensure_bridge("br-h", 1500, False)
+            return br, links.create_veth("vh-h", "eth0", cfd, 1500, "", br["index"], True)
 
-    br, v = in_ns(world.netns_path(world.host), go)
+    br, v = in_ns(world.netns_path(world.host), lambda: with_fd(cpath, go))
     assert (v["master"], v["up"]) == (br["index"], True)
     port = ipj(world.host, "link", "show", "vh-h")[0]
     assert port["linkinfo"]["info_slave_data"]["hairpin"] is True
