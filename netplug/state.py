@@ -51,17 +51,17 @@ class StateStore:
 
     def put(self, a: Attachment) -> None:
         """The record an ADD starts from (not complete yet)."""
-        done = self._path(a.owner)[:-5] + ".done"
+        done = _done_of(self._path(a.owner))
         if os.path.exists(done):  # a new start for this owner: its old end goes first
             os.unlink(done)
         _write_new(self._path(a.owner), dumps(asdict(a) | {"complete": False}))
 
     def complete(self, owner: str, ips: list[str]) -> None:
         """The ADD finished: its addresses, and from now on the record counts as complete."""
-        _write_new(self._path(owner)[:-5] + ".done", dumps({"ips": ips}))
+        _write_new(_done_of(self._path(owner)), dumps({"ips": ips}))
 
     def remove(self, owner: str) -> None:
-        for path in (self._path(owner), os.path.join(self.dir, f"{owner}.done"),
+        for path in (self._path(owner), _done_of(self._path(owner)),
                      os.path.join(self.dir, f"{owner}.deleting")):
             try:
                 os.unlink(path)
@@ -142,13 +142,18 @@ def _read(path: str) -> Attachment | None:
         os.unlink(path)  # torn or foreign file: the owner's rules are still found by hash
         return None
     try:
-        with open(path[:-5] + ".done") as f:
+        with open(_done_of(path)) as f:
             a.ips, a.complete = loads(f.read())["ips"], True
     except FileNotFoundError:
         pass  # an ADD still running, or killed before its end (or a record of an older netplug)
     except (ValueError, TypeError, KeyError):
-        os.unlink(path[:-5] + ".done")
+        os.unlink(_done_of(path))
     return a
+
+
+def _done_of(record_path: str) -> str:
+    """<owner>.json -> <owner>.done: the end of that attachment's ADD."""
+    return record_path[:-len(".json")] + ".done"
 
 
 def _write_new(path: str, text: str) -> None:

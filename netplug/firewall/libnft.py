@@ -200,6 +200,7 @@ FAMILIES = {"ip": 2, "ip6": 10, "inet": 1}
 def table_exists(family: str, name: str) -> bool:
     """One NFT_MSG_GETTABLE on a netlink socket of our own (~0.05 ms), in the calling thread's
     netns. Asking libnftables costs ~0.2-0.6 ms: every command first fetches its cache."""
+    import errno
     import struct
 
     from ..netlink.rtnl import NetlinkError, Rtnl, attr_str
@@ -210,6 +211,6 @@ def table_exists(family: str, name: str) -> bool:
             nl.get(NFT_MSG_GETTABLE, body)
             return True
         except NetlinkError as e:
-            if e.code == 2:  # ENOENT
+            if e.code == errno.ENOENT:
                 return False
             raise NftError(f"nftables: cannot read table {family} {name}: {e.strerror}") from None
