@@ -1,17 +1,19 @@
-"""A small ctypes binding of libnftables (the distro's python3-nftables is not on PyPI).
+"""A small ctypes binding of libnftables (the distro's python3-nftables is not on PyPI), and the
+raw nfnetlink socket netplug's own batches (nfmsg) and table probes go through.
 
-libnftables opens its netlink socket when the context is created, so a context acts on the
-namespace of the thread that created it. A call outside a session makes a fresh one (~0.1 ms);
-inside `session()` the calling thread keeps one context for all its calls, as long as it stays
-in the namespace the context was made in (checked on every call).
+libnftables opens its netlink socket when the context is created, so a context, like a raw
+socket, acts on the namespace of the thread that created it. A call outside a session opens a
+fresh connection; inside `session()` the calling thread keeps one connection (context and
+socket) for all its calls, as long as it stays in the namespace it was made in (checked on every
+call).
 
 Why sessions: the kernel flushes nf_tables' deferred-destroy work, which waits for an RCU grace
 period, every time an nfnetlink socket is closed. After a commit that deleted anything, closing
-the socket costs 7-20 ms here while the commit itself takes ~0.3 ms. One context per operation
-closes one socket, and a long-lived process (netplugd) calls `defer_close()`: a session's
-context is then parked for the next session in the same namespace (no new context, no close),
-and one idle for PARK_SECONDS is freed on a background thread, so no caller waits for memory the
-kernel frees anyway. A parked context keeps its namespace alive only that long.
+the socket costs 7-20 ms here while the commit itself takes ~0.3 ms. One connection per
+operation closes once, and a long-lived process (netplugd) calls `defer_close()`: a session's
+connection is then parked for the next session in the same namespace (nothing opened, nothing
+closed), and one idle for PARK_SECONDS is closed on a background thread, so no caller waits for
+memory the kernel frees anyway. A parked connection keeps its namespace alive only that long.
 """
 
 import _thread  # not threading: the exec'd plugin needs only a lock
@@ -24,9 +26,9 @@ from ..jsonlite import loads
 
 _lib = None
 _lock = _thread.allocate_lock()
-_sessions: dict[int, list] = {}  # thread id -> [depth, ctx or None, netns inode]
+_sessions: dict[int, list] = {}  # thread id -> [depth, _Conn or None]
 _defer_close = False
-_parked: dict[int, tuple[object, float]] = {}  # netns inode -> (context, parked at); netplugd only
+_parked: dict[int, tuple["_Conn", float]] = {}  # netns inode -> (conn, parked at); netplugd only
 PARK_SECONDS = 2.0
 JSON_OUTPUT = 1 << 4
 HANDLE_OUTPUT = 1 << 3
@@ -76,9 +78,43 @@ class NftError(Exception):
     pass
 
 
+class _Conn:
+    """What the calls of one netns share: a libnftables context and a raw nfnetlink socket
+    (for table probes and netplug's own batches), each opened on first use, in that netns."""
+
+    __slots__ = ("ino", "ctx", "nl")
+
+    def __init__(self, ino: int):
+        self.ino, self.ctx, self.nl = ino, None, None
+
+    def context(self):
+        if self.ctx is None:
+            lib = _load()
+            ctx = lib.nft_ctx_new(0)
+            if not ctx:
+                raise NftError("nft_ctx_new failed")
+            lib.nft_ctx_buffer_output(ctx)
+            lib.nft_ctx_buffer_error(ctx)
+            self.ctx = ctx
+        return self.ctx
+
+    def socket(self):
+        if self.nl is None:
+            from ..netlink.rtnl import Rtnl
+
+            self.nl = Rtnl(NETLINK_NETFILTER)
+        return self.nl
+
+    def close(self) -> None:
+        if self.ctx is not None:
+            _lib.nft_ctx_free(self.ctx)
+        if self.nl is not None:
+            self.nl.close()
+
+
 def defer_close() -> None:
-    """From now on, park session contexts for reuse and free them on a background thread (for
-    long-lived processes)."""
+    """From now on, park session connections for reuse and close them on a background thread
+    (for long-lived processes)."""
     global _defer_close
     _load()
     if not _defer_close:
@@ -92,31 +128,31 @@ def _sweep() -> None:
         now = time.monotonic()
         with _lock:
             old = [ino for ino, (_, at) in _parked.items() if now - at > PARK_SECONDS]
-            ctxs = [_parked.pop(ino)[0] for ino in old]
-        for ctx in ctxs:
-            _lib.nft_ctx_free(ctx)
+            conns = [_parked.pop(ino)[0] for ino in old]
+        for conn in conns:
+            conn.close()
 
 
-def _park(ctx, ino: int) -> None:
+def _park(conn: _Conn) -> None:
     with _lock:
-        old = _parked.pop(ino, None)
-        _parked[ino] = (ctx, time.monotonic())
+        old = _parked.pop(conn.ino, None)
+        _parked[conn.ino] = (conn, time.monotonic())
     if old:
         _free(old[0])
 
 
-def _unpark(ino: int):
+def _unpark(ino: int) -> _Conn | None:
     with _lock:
         got = _parked.pop(ino, None)
     return got[0] if got else None
 
 
 class session:
-    """`with session():` one libnftables context for this thread's calls, freed at the end.
-    Nested sessions share the outer one."""
+    """`with session():` one connection (context and socket) for this thread's calls, closed at
+    the end. Nested sessions share the outer one."""
 
     def __enter__(self):
-        _sessions.setdefault(_thread.get_ident(), [0, None, 0])[0] += 1
+        _sessions.setdefault(_thread.get_ident(), [0, None])[0] += 1
         return self
 
     def __exit__(self, *exc):
@@ -127,7 +163,7 @@ class session:
             del _sessions[me]
             if s[1]:
                 if _defer_close:
-                    _park(s[1], s[2])
+                    _park(s[1])
                 else:
                     _free(s[1])
 
@@ -136,43 +172,34 @@ def _netns_ino() -> int:
     return os.stat("/proc/thread-self/ns/net").st_ino
 
 
-def _new_ctx():
-    lib = _load()
-    ctx = lib.nft_ctx_new(0)
-    if not ctx:
-        raise NftError("nft_ctx_new failed")
-    lib.nft_ctx_buffer_output(ctx)
-    lib.nft_ctx_buffer_error(ctx)
-    return ctx
-
-
-def _free(ctx) -> None:
+def _free(conn: _Conn) -> None:
     if _defer_close:
         try:
-            _thread.start_new_thread(_lib.nft_ctx_free, (ctx,))
+            _thread.start_new_thread(conn.close, ())
             return
-        except RuntimeError:  # no thread to be had: free it here, slower but done
+        except RuntimeError:  # no thread to be had: close it here, slower but done
             pass
-    _lib.nft_ctx_free(ctx)
+    conn.close()
 
 
-def _ctx_for_call():
-    """(context, owned): the session's context, or a one-shot one the caller frees."""
+def _conn_for_call() -> tuple[_Conn, bool]:
+    """(connection, owned): the session's, or a one-shot one the caller frees."""
     s = _sessions.get(_thread.get_ident())
-    if s is None:
-        return _new_ctx(), True
     ino = _netns_ino()
+    if s is None:
+        return _Conn(ino), True
     if s[1] is None:
-        s[1], s[2] = (_defer_close and _unpark(ino)) or _new_ctx(), ino
-    elif s[2] != ino:  # the thread moved to another namespace: never act on the old one
-        return _new_ctx(), True
+        s[1] = (_defer_close and _unpark(ino)) or _Conn(ino)
+    elif s[1].ino != ino:  # the thread moved to another namespace: never act on the old one
+        return _Conn(ino), True
     return s[1], False
 
 
 def run(cmd: str, json_out: bool = False) -> str:
     lib = _load()
-    ctx, owned = _ctx_for_call()
+    conn, owned = _conn_for_call()
     try:
+        ctx = conn.context()
         lib.nft_ctx_output_set_flags(ctx, HANDLE_OUTPUT | (JSON_OUTPUT if json_out else 0))
         rc = lib.nft_run_cmd_from_buffer(ctx, cmd.encode())
         # reading a buffer also rewinds it for the next command on this context
@@ -183,7 +210,7 @@ def run(cmd: str, json_out: bool = False) -> str:
         return out
     finally:
         if owned:
-            _free(ctx)
+            _free(conn)
 
 
 def run_json(cmd: str) -> list[dict]:
@@ -198,19 +225,41 @@ FAMILIES = {"ip": 2, "ip6": 10, "inet": 1}
 
 
 def table_exists(family: str, name: str) -> bool:
-    """One NFT_MSG_GETTABLE on a netlink socket of our own (~0.05 ms), in the calling thread's
-    netns. Asking libnftables costs ~0.2-0.6 ms: every command first fetches its cache."""
+    """One NFT_MSG_GETTABLE on the raw socket (~0.05 ms), in the calling thread's netns. Asking
+    libnftables costs ~0.2-0.6 ms: every command first fetches its cache."""
     import errno
     import struct
 
-    from ..netlink.rtnl import NetlinkError, Rtnl, attr_str
+    from ..netlink.rtnl import NetlinkError, attr_str
 
     body = struct.pack("=BBH", FAMILIES[family], 0, 0) + attr_str(NFTA_TABLE_NAME, name)
-    with Rtnl(NETLINK_NETFILTER) as nl:
-        try:
-            nl.get(NFT_MSG_GETTABLE, body)
-            return True
-        except NetlinkError as e:
-            if e.code == errno.ENOENT:
-                return False
-            raise NftError(f"nftables: cannot read table {family} {name}: {e.strerror}") from None
+    conn, owned = _conn_for_call()
+    try:
+        conn.socket().get(NFT_MSG_GETTABLE, body)
+        return True
+    except NetlinkError as e:
+        if e.code == errno.ENOENT:
+            return False
+        raise NftError(f"nftables: cannot read table {family} {name}: {e.strerror}") from None
+    finally:
+        if owned:
+            _free(conn)
+
+
+def commit(msgs: list[tuple[int, int, bytes]], describe) -> None:
+    """One nf_tables transaction of pre-encoded messages (see nfmsg) on the raw socket.
+    `describe(i)` names message i for an error, as nft would print the command."""
+    from . import nfmsg
+    from ..netlink.rtnl import NetlinkError
+
+    if not msgs:
+        return
+    conn, owned = _conn_for_call()
+    try:
+        conn.socket().batch([nfmsg.batch_begin(), *msgs, nfmsg.batch_end()])
+    except NetlinkError as e:
+        what = describe(e.index - 1) if e.index and 0 < e.index <= len(msgs) else "the batch"
+        raise NftError(f"Error: {e.text or e.strerror}\n{what}") from None
+    finally:
+        if owned:
+            _free(conn)

@@ -126,7 +126,8 @@ def to_nft(r: Rule) -> list[str]:
         return [" ".join(m + ct + tail)]
     out = []
     if flags:
-        out.append(" ".join(m + ["ct state {" + ",".join(flags) + "}"] + tail))
+        # a flag list, not a set: a bitmask test like iptables-nft's --ctstate, no anonymous set
+        out.append(" ".join(m + ["ct state " + ",".join(flags)] + tail))
     if dnat:
         out.append(" ".join(m + ["ct status dnat"] + tail))
     return out

@@ -5,18 +5,15 @@ Base chains carry the iptables names (PREROUTING, OUTPUT, POSTROUTING, FORWARD, 
 """
 
 from ..errors import SetupError
-from . import libnft
+from . import libnft, nfmsg
 from .backend import Backend, LiveRule, Ops
+from ..log import log
 from .model import Rule, to_nft
 
 FAMILY, TABLE = "ip", "netplug"
-HOOKS = {
-    ("nat", "PREROUTING"): "type nat hook prerouting priority dstnat; policy accept;",
-    ("nat", "OUTPUT"): "type nat hook output priority -100; policy accept;",
-    ("nat", "POSTROUTING"): "type nat hook postrouting priority srcnat; policy accept;",
-    ("filter", "FORWARD"): "type filter hook forward priority filter; policy accept;",
-    ("filter", "INPUT"): "type filter hook input priority filter; policy accept;",
-}
+HOOKS = {key: f"type {ctype} hook {nfmsg.HOOK_NAMES[num]} priority {prio}; policy accept;"
+         for key, (ctype, num, prio) in nfmsg.HOOKS.items()}
+RAW_BATCH_LIMIT = 100_000  # bytes: one datagram must carry the whole batch
 
 
 class NftBackend(Backend):
@@ -92,26 +89,17 @@ class NftBackend(Backend):
         # every nf_tables commit that deletes something waits an RCU grace period (~12 ms).
         drop_table = bool(set(ops.delete_chains) & set(SHARED_CHAINS)) and \
             self._empty_after(ops, self._seen)
-        cmds = [f"add table {FAMILY} {TABLE}"]
-        for lr in ops.delete_rules:
-            cmds.append(f"delete rule {FAMILY} {TABLE} {lr.chain} handle {lr.ref}")
-        # flush every doomed chain before deleting any: they may jump to each other
-        cmds += [f"flush chain {FAMILY} {TABLE} {chain}" for _, chain in ops.delete_chains]
-        cmds += [f"delete chain {FAMILY} {TABLE} {chain}" for _, chain in ops.delete_chains]
-        for key in ops.create_chains + ops.flush_chains + _base_chains(ops):
-            hook = HOOKS.get(key)
-            cmds.append(f"add chain {FAMILY} {TABLE} {key[1]}" + (f" {{ {hook} }}" if hook else ""))
-        # chains we own outright are emptied before refilling, whether or not we saw them
-        fill = {r.chain for r in ops.add_rules if r.chain.startswith("NETPLUG-DN-")}
-        for chain in sorted(fill | {c for _, c in ops.flush_chains}):
-            cmds.append(f"flush chain {FAMILY} {TABLE} {chain}")
-        for r in ops.add_rules:
-            for stmt in to_nft(r):
-                cmds.append(f"add rule {FAMILY} {TABLE} {r.chain} {stmt}")
-        if drop_table:
-            cmds.append(f"delete table {FAMILY} {TABLE}")
+        steps = _steps(ops, drop_table)
+        raw = [m for _, m in steps]
+        if all(m is not None for m in raw) and sum(len(m[2]) for m in raw) < RAW_BATCH_LIMIT:
+            try:
+                libnft.commit(raw, lambda i: _text(steps[i][0]))
+                return
+            except libnft.NftError as e:  # nothing was applied: a batch is all or nothing
+                log.warning("nftables: the kernel refused netplug's batch (%s); "
+                            "retrying through libnftables", str(e).replace("\n", ": "))
         try:
-            libnft.run("\n".join(cmds))
+            libnft.run("\n".join(_text(what) for what, _ in steps))
         except libnft.NftError as e:
             raise SetupError(f"nftables: {e}") from None
 
@@ -194,6 +182,42 @@ def parse_chain_listing(texts: list[str]) -> tuple[list[LiveRule], set[tuple[str
                     if w in ("jump", "goto"):
                         chains.add((_table_of(words[i + 1], None), words[i + 1]))
     return live, chains
+
+
+def _steps(ops: Ops, drop_table: bool) -> list[tuple[str | tuple, tuple | None]]:
+    """The batch for `ops`: each command as a raw message (None where nfmsg does not encode it,
+    and the whole batch then goes through libnftables) and what `_text` makes nft text of: a
+    string, or (rule, statement index), rendered only when needed."""
+    steps: list = [(f"add table {FAMILY} {TABLE}", nfmsg.add_table(FAMILY, TABLE))]
+    for lr in ops.delete_rules:
+        steps.append((f"delete rule {FAMILY} {TABLE} {lr.chain} handle {lr.ref}",
+                      nfmsg.delete_rule(FAMILY, TABLE, lr.chain, int(lr.ref))))
+    # flush every doomed chain before deleting any: they may jump to each other
+    for _, chain in ops.delete_chains:
+        steps.append((f"flush chain {FAMILY} {TABLE} {chain}", nfmsg.flush_chain(FAMILY, TABLE, chain)))
+    for _, chain in ops.delete_chains:
+        steps.append((f"delete chain {FAMILY} {TABLE} {chain}", nfmsg.delete_chain(FAMILY, TABLE, chain)))
+    for key in ops.create_chains + ops.flush_chains + _base_chains(ops):
+        hook = HOOKS.get(key)
+        steps.append((f"add chain {FAMILY} {TABLE} {key[1]}" + (f" {{ {hook} }}" if hook else ""),
+                      nfmsg.add_chain(FAMILY, TABLE, key[1], nfmsg.HOOKS.get(key))))
+    # chains we own outright are emptied before refilling, whether or not we saw them
+    fill = {r.chain for r in ops.add_rules if r.chain.startswith("NETPLUG-DN-")}
+    for chain in sorted(fill | {c for _, c in ops.flush_chains}):
+        steps.append((f"flush chain {FAMILY} {TABLE} {chain}", nfmsg.flush_chain(FAMILY, TABLE, chain)))
+    for r in ops.add_rules:
+        msgs = nfmsg.rule(FAMILY, TABLE, r) or [None] * len(to_nft(r))
+        steps += (((r, i), m) for i, m in enumerate(msgs))
+    if drop_table:
+        steps.append((f"delete table {FAMILY} {TABLE}", nfmsg.delete_table(FAMILY, TABLE)))
+    return steps
+
+
+def _text(what: str | tuple) -> str:
+    if isinstance(what, str):
+        return what
+    r, i = what
+    return f"add rule {FAMILY} {TABLE} {r.chain} {to_nft(r)[i]}"
 
 
 def _base_chains(ops: Ops) -> list[tuple[str, str]]:

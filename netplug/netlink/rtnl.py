@@ -58,6 +58,8 @@ _NLA = struct.Struct("=HH")
 class NetlinkError(OSError):
     """A kernel refusal: `code` is the errno, `text` the kernel's extended-ack message if any."""
 
+    index: int | None = None  # in a batch: which message was refused
+
     def __init__(self, code: int, text: str = ""):
         self.code = code
         self.text = text
@@ -162,6 +164,17 @@ def parse_route(body: bytes) -> dict:
 
 # --- the socket -----------------------------------------------------------------------------------
 
+def _error_of(flags: int, body: bytes) -> NetlinkError | None:
+    """The refusal an NLMSG_ERROR carries, None for an ACK."""
+    code = -struct.unpack_from("=i", body)[0]
+    if not code:
+        return None
+    text = ""
+    if flags & F_ACK_TLVS:  # with CAP_ACK only the request's header is echoed
+        text = cstr(attrs(body, 4 + _NLMSGHDR.size).get(NLMSGERR_ATTR_MSG))
+    return NetlinkError(code, text)
+
+
 class Rtnl:
     """One NETLINK_ROUTE socket (or another netlink family's, e.g. NETLINK_NETFILTER), requests
     answered one at a time (no multicast groups joined)."""
@@ -207,14 +220,55 @@ class Rtnl:
                 if mtype == NLMSG_DONE:
                     return
                 if mtype == NLMSG_ERROR:
-                    code = -struct.unpack_from("=i", body)[0]
-                    if code:
-                        text = ""
-                        if flags & F_ACK_TLVS:  # with CAP_ACK only the request's header is echoed
-                            text = cstr(attrs(body, 4 + _NLMSGHDR.size).get(NLMSGERR_ATTR_MSG))
-                        raise NetlinkError(code, text)
+                    err = _error_of(flags, body)
+                    if err:
+                        raise err
                     return
                 yield mtype, body
+
+    def batch(self, msgs: list[tuple[int, int, bytes]], timeout: float = 10.0) -> None:
+        """Send `msgs` in one datagram, as an nfnetlink transaction must arrive (the first and
+        last are the batch frame), and wait for the outcome. Only the last message inside asks
+        for an ACK: nfnetlink reports every refused message anyway, in order, before it, so one
+        answer ends the wait instead of one per message. Raises the first refusal, with
+        `.index` naming the refused message in `msgs`."""
+        first = self.seq + 1
+        parts = []
+        for i, (mtype, flags, body) in enumerate(msgs):
+            self.seq += 1
+            ack = F_ACK if i == len(msgs) - 2 else 0
+            parts.append(_NLMSGHDR.pack(_NLMSGHDR.size + len(body), mtype, flags | ack | F_REQUEST,
+                                        self.seq, 0) + body)
+        last = self.seq - 1
+        self.sock.send(b"".join(parts))
+        refused = None
+        self.sock.settimeout(timeout)  # a kernel that drops a batch must not hang the caller
+        try:
+            done = False
+            while not done:
+                data = self.sock.recv(1 << 16)
+                off = 0
+                while off + _NLMSGHDR.size <= len(data):
+                    n, mtype, flags, mseq, _pid = _NLMSGHDR.unpack_from(data, off)
+                    if n < _NLMSGHDR.size:
+                        break
+                    body = data[off + _NLMSGHDR.size:off + n]
+                    off += _align(n)
+                    if mtype != NLMSG_ERROR or not first <= mseq <= self.seq:
+                        continue
+                    err = _error_of(flags, body)
+                    if err and refused is None:
+                        refused = (mseq - first, err)
+                    # the answer to the last message, or a refusal of the frame: nothing follows
+                    done = done or mseq == last or (err is not None and mseq in (first, self.seq))
+        except TimeoutError:
+            raise NetlinkError(62, "no answer to a netlink batch") from None  # ETIME
+        finally:
+            self.sock.settimeout(None)
+        if refused:
+            index, err = refused
+            err.index = index
+            raise err
 
     def request(self, mtype: int, body: bytes, flags: int = 0) -> list[bytes]:
         """A request that must be acknowledged; returns the bodies of any replies before the ACK."""
