@@ -77,8 +77,11 @@ def _build(cls, frozen: bool):
         def __delattr__(self, name):
             raise AttributeError(f"cannot delete field {name!r} of frozen {cls.__name__}")
 
-        def __hash__(self):
-            return hash(tuple(getattr(self, n) for n in names))
+        def __hash__(self):  # computed once: frozen records are dict keys on hot paths
+            h = self.__dict__.get("__hash")
+            if h is None:
+                h = self.__dict__["__hash"] = hash(tuple(getattr(self, n) for n in names))
+            return h
 
         cls.__setattr__, cls.__delattr__, cls.__hash__ = __setattr__, __delattr__, __hash__
     else:

@@ -11,6 +11,7 @@ rename that replaces a file flushes the new file's data first (auto_da_alloc), ~
 import _thread
 import os
 
+from .fileio import ensure_dir
 from .locking import flocked
 from .jsonlite import dumps, loads
 from .record import asdict, field, record
@@ -35,7 +36,7 @@ class StateStore:
     def __init__(self, state_dir: str, network: str):
         self.root = state_dir
         self.dir = os.path.join(state_dir, network)
-        os.makedirs(self.dir, mode=0o700, exist_ok=True)
+        ensure_dir(self.dir, 0o700)
 
     def network_lock(self):
         return flocked(os.path.join(self.dir, ".lock"), what="network state")
@@ -106,7 +107,7 @@ class StateStore:
 
     def claim_port(self, proto: str, port: int, host_ip: str, holder: dict) -> None:
         d = self._port_dir(proto, port)
-        os.makedirs(d, mode=0o700, exist_ok=True)
+        ensure_dir(d, 0o700)
         _write_new(os.path.join(d, host_ip or "0.0.0.0"), dumps(holder))
 
     def release_port(self, proto: str, port: int, host_ip: str, owner: str) -> None:

@@ -7,6 +7,7 @@ diff between a Plan and the live rules is pure (`compute_ops`) and shared by all
 import os
 
 from ..errors import UnavailableError
+from ..fileio import ensure_dir
 from ..locking import flocked
 from . import plan as P
 from .model import Rule, is_builtin
@@ -80,7 +81,7 @@ class Backend:
 
     def __init__(self, state_dir: str = "/run/netplug"):
         self.lock_path = os.path.join(state_dir, "firewall.lock")
-        os.makedirs(state_dir, mode=0o700, exist_ok=True)
+        ensure_dir(state_dir, 0o700)
 
     # implemented by each backend
     def unavailable(self) -> str | None:

@@ -12,6 +12,7 @@ import os
 
 from ..cni.config import IPAddr
 from ..locking import flocked
+from ..fileio import ensure_dir, read_small
 from .allocator import parse_ip
 
 TMP_PREFIX = ".tmp-"
@@ -21,7 +22,7 @@ class DiskStore:
     def __init__(self, data_dir: str, network: str, lock_timeout: float | None = None):
         self.dir = os.path.join(data_dir, network)
         self.lock_timeout = lock_timeout
-        os.makedirs(self.dir, mode=0o755, exist_ok=True)
+        ensure_dir(self.dir, 0o755)
 
     def locked(self):
         return flocked(os.path.join(self.dir, "lock"), self.lock_timeout, what="IPAM store")
@@ -57,8 +58,7 @@ class DiskStore:
 
     def last_reserved(self, idx: int) -> IPAddr | None:
         try:
-            with open(os.path.join(self.dir, f"last_reserved_ip.{idx}")) as f:
-                return parse_ip(f.read().strip())
+            return parse_ip(read_small(os.path.join(self.dir, f"last_reserved_ip.{idx}")).strip())
         except FileNotFoundError:
             return None
 

@@ -2,6 +2,8 @@
 
 import os
 
+from ..fileio import read_small
+
 
 def _path(*parts: str) -> str:
     return os.path.join("/proc/sys/net/ipv4", *parts)
@@ -9,8 +11,7 @@ def _path(*parts: str) -> str:
 
 def read(*parts: str) -> str | None:
     try:
-        with open(_path(*parts)) as f:
-            return f.read().strip()
+        return read_small(_path(*parts)).strip()
     except OSError:
         return None
 
