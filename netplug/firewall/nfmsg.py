@@ -78,16 +78,19 @@ def batch_end() -> tuple[int, int, bytes]:
     return BATCH_END, 0, struct.pack("=BB", 0, 0) + struct.pack("!H", NFNL_SUBSYS_NFTABLES)
 
 
-# --- tables and chains ---------------------------------------------------------------------------
+# --- tables and chains (remembered: every ADD sends the same ones again) -------------------------
 
+@lru_cache(maxsize=1024)
 def add_table(family: str, table: str):
     return _msg(NEWTABLE, F_CREATE, family, attr_str(1, table))  # NFTA_TABLE_NAME
 
 
+@lru_cache(maxsize=1024)
 def delete_table(family: str, table: str):
     return _msg(DELTABLE, 0, family, attr_str(1, table))
 
 
+@lru_cache(maxsize=1024)
 def add_chain(family: str, table: str, chain: str, hook: tuple[str, int, int] | None = None):
     """`hook`: (type, hook number, priority) for a base chain; its policy is accept."""
     a = [attr_str(1, table), attr_str(3, chain)]  # NFTA_CHAIN_TABLE, NFTA_CHAIN_NAME
@@ -99,10 +102,12 @@ def add_chain(family: str, table: str, chain: str, hook: tuple[str, int, int] | 
     return _msg(NEWCHAIN, F_CREATE, family, *a)
 
 
+@lru_cache(maxsize=1024)
 def flush_chain(family: str, table: str, chain: str):
     return _msg(DELRULE, 0, family, attr_str(1, table), attr_str(2, chain))  # no handle: all rules
 
 
+@lru_cache(maxsize=1024)
 def delete_chain(family: str, table: str, chain: str):
     return _msg(DELCHAIN, 0, family, attr_str(1, table), attr_str(3, chain))
 

@@ -149,12 +149,14 @@ class Links:
         """The pair, its host end already a port of `bridge_idx` and up (one request instead of
         three). Hairpin is set right after: no frame can cross before the peer is up."""
         try:
-            self.nl.veth_add(host, peer, netns_fd, mtu, mac, master=bridge_idx, up=bool(bridge_idx))
+            hv = self.nl.veth_add(host, peer, netns_fd, mtu, mac, master=bridge_idx, up=bool(bridge_idx))
         except NetlinkError as e:
             if e.code == errno.EEXIST:  # the host name was cleared before, so it is the peer
                 raise ConfigError(f"interface {peer} already exists in the container's netns") from None
             raise SetupError(f"create veth {host}<->{peer}: {e.strerror}") from None
-        hv = self.lookup(host)
+        if hv is not None and bridge_idx:  # echoed before the kernel enslaved it, in the same request
+            hv["master"] = bridge_idx
+        hv = hv or self.lookup(host)  # the kernel's echo spares this lookup
         if hv is None:
             raise SetupError(f"veth {host} vanished right after it was created")
         if hairpin:

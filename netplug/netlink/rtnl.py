@@ -26,7 +26,7 @@ RTM_NEWROUTE, RTM_GETROUTE = 24, 26
 
 # flags
 F_REQUEST, F_MULTI, F_ACK, F_DUMP = 0x1, 0x2, 0x4, 0x300
-F_EXCL, F_CREATE = 0x200, 0x400
+F_ECHO, F_EXCL, F_CREATE = 0x8, 0x200, 0x400
 F_ACK_TLVS = 0x200  # on NLMSG_ERROR: extended-ack attributes follow
 NLA_F_NESTED = 0x8000
 NLMSGERR_ATTR_MSG = 1
@@ -312,7 +312,9 @@ class Rtnl:
         self.request(RTM_NEWLINK, body)
 
     def link_add(self, name: str, kind: str, mtu: int = 0, peer: bytes = b"", master: int = 0,
-                 up: bool = False) -> None:
+                 up: bool = False) -> dict | None:
+        """Returns the new link as the kernel echoes it (index, mac, mtu; kernels >= 6.2), or
+        None where the kernel does not echo."""
         body = ifinfo(flags=IFF_UP if up else 0, change=IFF_UP if up else 0) + attr_str(IFLA_IFNAME, name)
         if mtu:
             body += attr_u32(IFLA_MTU, mtu)
@@ -322,17 +324,21 @@ class Rtnl:
         if peer:
             info += nested(IFLA_INFO_DATA, nested(VETH_INFO_PEER, peer))
         body += nested(IFLA_LINKINFO, info)
-        self.request(RTM_NEWLINK, body, F_CREATE | F_EXCL)
+        for reply in self.request(RTM_NEWLINK, body, F_CREATE | F_EXCL | F_ECHO):
+            link = parse_link(reply)
+            if link["name"] == name:
+                return link
+        return None
 
     def veth_add(self, name: str, peer: str, peer_netns_fd: int, mtu: int = 0, peer_mac: str = "",
-                 master: int = 0, up: bool = False) -> None:
+                 master: int = 0, up: bool = False) -> dict | None:
         """`master` and `up` apply to this (host) end, in the same request; the peer stays down."""
         p = ifinfo() + attr_str(IFLA_IFNAME, peer) + attr_u32(IFLA_NET_NS_FD, peer_netns_fd)
         if mtu:
             p += attr_u32(IFLA_MTU, mtu)
         if peer_mac:
             p += attr(IFLA_ADDRESS, mac_bytes(peer_mac))
-        self.link_add(name, "veth", mtu, p, master, up)
+        return self.link_add(name, "veth", mtu, p, master, up)
 
     def link_del(self, index: int) -> None:
         self.request(RTM_DELLINK, ifinfo(index))
