@@ -263,3 +263,30 @@ def commit(msgs: list[tuple[int, int, bytes]], describe) -> None:
     finally:
         if owned:
             _free(conn)
+
+
+def chain_rules(family: str, table: str, chain: str) -> list[tuple[int, str, str]] | None:
+    """(handle, comment, jump target) of each rule of one chain, over the raw socket; None when
+    the chain (or its table) is missing. libnftables would first fetch every chain of the
+    table into its cache: with 200 containers, 200 chains for each chain read."""
+    import errno
+
+    from . import nfmsg
+    from ..netlink.rtnl import NetlinkError
+
+    conn, owned = _conn_for_call()
+    try:
+        nl = conn.socket()
+        try:
+            nl.get(*nfmsg.get_chain(family, table, chain))
+        except NetlinkError as e:
+            if e.code == errno.ENOENT:
+                return None
+            raise NftError(f"nftables: cannot read chain {family} {table} {chain}: {e.strerror}") from None
+        try:
+            return [nfmsg.parse_rule(b) for b in nl.dump(*nfmsg.dump_rules(family, table, chain))]
+        except NetlinkError as e:
+            raise NftError(f"nftables: cannot read chain {family} {table} {chain}: {e.strerror}") from None
+    finally:
+        if owned:
+            _free(conn)

@@ -16,12 +16,12 @@ import _socket
 import struct
 from functools import lru_cache
 
-from ..netlink.rtnl import NLA_F_NESTED, attr, attr_str
+from ..netlink.rtnl import NLA_F_NESTED, attr, attr_list, attr_str, attrs, cstr
 from .model import Rule
 
 NFNL_SUBSYS_NFTABLES = 10
 BATCH_BEGIN, BATCH_END = 0x10, 0x11
-NEWTABLE, DELTABLE, NEWCHAIN, DELCHAIN, NEWRULE, DELRULE = 0, 2, 3, 5, 6, 8
+NEWTABLE, DELTABLE, NEWCHAIN, GETCHAIN, DELCHAIN, NEWRULE, GETRULE, DELRULE = 0, 2, 3, 4, 5, 6, 7, 8
 F_CREATE, F_APPEND = 0x400, 0x800
 FAMILIES = {"ip": 2}  # NFPROTO_IPV4: netplug's NAT table is IPv4
 
@@ -34,7 +34,7 @@ HOOKS = {
     ("filter", "INPUT"): ("filter", 1, 0),
 }
 HOOK_NAMES = {0: "prerouting", 1: "input", 2: "forward", 3: "output", 4: "postrouting"}
-NF_DROP, NF_ACCEPT, NFT_JUMP, NFT_RETURN = 0, 1, -3, -5
+NF_DROP, NF_ACCEPT, NFT_JUMP, NFT_GOTO, NFT_RETURN = 0, 1, -3, -4, -5
 VERDICTS = {"ACCEPT": NF_ACCEPT, "DROP": NF_DROP, "RETURN": NFT_RETURN}
 REG_VERDICT, REG_1, REG_2 = 0, 1, 2
 CMP_EQ, CMP_NEQ = 0, 1
@@ -322,3 +322,40 @@ def _encode_rule(family: str, table: str, r: Rule):
         out.append(_msg(NEWRULE, F_CREATE | F_APPEND, family, attr_str(1, table), attr_str(2, r.chain),
                         exprs, udata))
     return tuple(out)
+
+
+# --- reading -------------------------------------------------------------------------------------
+
+def get_chain(family: str, table: str, chain: str):
+    """GETCHAIN for one chain (ENOENT when it is missing): (type, body)."""
+    mtype, _, body = _msg(GETCHAIN, 0, family, attr_str(1, table), attr_str(3, chain))
+    return mtype, body
+
+
+def dump_rules(family: str, table: str, chain: str):
+    """A GETRULE dump the kernel filters to one chain: (type, body)."""
+    mtype, _, body = _msg(GETRULE, 0, family, attr_str(1, table), attr_str(2, chain))
+    return mtype, body
+
+
+def parse_rule(body: bytes) -> tuple[int, str, str]:
+    """(handle, comment, jump or goto target) of a NEWRULE message from a dump."""
+    a = attrs(body, 4)  # after the nfgenmsg
+    handle = struct.unpack("!Q", a[3])[0] if 3 in a else 0  # NFTA_RULE_HANDLE
+    comment = ""
+    udata = a.get(7, b"")  # NFTA_RULE_USERDATA: type, length, value TLVs
+    i = 0
+    while i + 2 <= len(udata):
+        kind, n = udata[i], udata[i + 1]
+        if kind == UDATA_RULE_COMMENT:
+            comment = udata[i + 2:i + 2 + n].split(b"\0", 1)[0].decode(errors="replace")
+        i += 2 + n
+    target = ""
+    for _, elem in attr_list(a.get(4, b"")):  # NFTA_RULE_EXPRESSIONS
+        e = attrs(elem)
+        if cstr(e.get(1)) != "immediate":
+            continue
+        verdict = attrs(attrs(attrs(e.get(2, b"")).get(2, b"")).get(2, b""))  # DATA{DATA{VERDICT}}
+        if 1 in verdict and struct.unpack("!i", verdict[1])[0] in (NFT_JUMP, NFT_GOTO):
+            target = cstr(verdict.get(2))
+    return handle, comment, target

@@ -24,19 +24,10 @@ class NftBackend(Backend):
         return libnft.available()
 
     def table_exists(self, family: str, table: str) -> bool:
-        try:
-            libnft.run(f"list table {family} {table}")
-            return True
-        except libnft.NftError:
-            return False
+        return libnft.table_exists(family, table)
 
     def present(self):
-        # one small chain instead of the table: listing grows with the rules, this does not
-        try:
-            libnft.run(f"list chain {FAMILY} {TABLE} POSTROUTING")
-            return True
-        except libnft.NftError:
-            return self._scoped_text({("nat", "NETPLUG-HOSTPORTS")}) != []
+        return libnft.table_exists(FAMILY, TABLE)
 
     def _objects(self) -> list[dict]:
         try:
@@ -45,25 +36,28 @@ class NftBackend(Backend):
             self._seen = []
         return self._seen
 
-    def _scoped_text(self, scope) -> list[str]:
-        # Text, not JSON: libnftables renders a 200-rule chain as text in ~3 ms, as JSON in ~8.
-        # One command per chain: several `list chain` in one buffer fail (libnftables 1.1 sets
-        # its cache filter from one of them). Every command first fetches libnftables' cache, so
-        # with no table there is no command at all.
+    def _scoped(self, scope) -> tuple[list[LiveRule], set[tuple[str, str]]]:
+        """The rules and chains of `scope` only, read over the raw socket (libnftables would
+        fetch every chain of the table first, which grows with the containers); nothing at all
+        is read without the table."""
+        live, chains = [], set()
         if not libnft.table_exists(FAMILY, TABLE):
-            return []
-        out = []
-        for chain in sorted({chain for _, chain in scope}):
-            try:
-                out.append(libnft.run(f"list chain {FAMILY} {TABLE} {chain}"))
-            except libnft.NftError:  # not there (yet)
-                pass
-        return out
+            return live, chains
+        for table, chain in sorted(scope):
+            rules = libnft.chain_rules(FAMILY, TABLE, chain)
+            if rules is None:  # not there (yet)
+                continue
+            chains.add((table, chain))
+            for handle, comment, target in rules:
+                live.append(LiveRule(table, chain, comment, handle))
+                if target:  # a jump proves its target exists
+                    chains.add((_table_of(target, None), target))
+        return live, chains
 
     def _list(self, scope=None):
         if scope is not None:
             self._seen = None  # a partial view: never judge the whole table from it
-            return parse_chain_listing(self._scoped_text(scope))
+            return self._scoped(scope)
         live, chains = [], set()
         table_of = {}
         for obj in self._objects():
@@ -118,13 +112,6 @@ class NftBackend(Backend):
                 return False
         return True
 
-    def _chain_rules(self, table, chain):
-        try:
-            objs = libnft.run_json(f"list chain {FAMILY} {TABLE} {chain}")
-        except libnft.NftError:
-            return None
-        return [_strip(o["rule"]["expr"]) for o in objs if "rule" in o]
-
     def missing(self, plan):
         # nft rewrites expressions on the way back, so compare fill chains by rule count and
         # comments instead of text (see Backend.missing for the ensure rules).
@@ -136,12 +123,12 @@ class NftBackend(Backend):
         out += [f"{r.table} {r.chain}: rule '{r.comment}'" for r in plan.ensure
                 if (r.table, r.chain, r.comment) not in have]
         for (table, chain), rules in plan.fill.items():
-            got = self._chain_rules(table, chain)
+            got = sum(1 for lr in live if lr.chain == chain) if (table, chain) in chains else None
             want = sum(len(to_nft(r)) for r in rules)
             if got is None:
                 out.append(f"{table} chain {chain} is missing")
-            elif len(got) != want:
-                out.append(f"{table} chain {chain} has {len(got)} rules, expected {want}")
+            elif got != want:
+                out.append(f"{table} chain {chain} has {got} rules, expected {want}")
         return out
 
     def _normal(self, r: Rule) -> str:
@@ -152,36 +139,6 @@ class NftBackend(Backend):
             return libnft.run(f"list table {FAMILY} {TABLE}")
         except libnft.NftError:
             return ""
-
-
-def parse_chain_listing(texts: list[str]) -> tuple[list[LiveRule], set[tuple[str, str]]]:
-    """Rules (comment, handle) and chains from `nft -a list chain` text of netplug's own table,
-    whose comments never contain a quote (names are validated to [A-Za-z0-9_.-])."""
-    live, chains = [], set()
-    for text in texts:
-        chain, table = "", "nat"
-        for line in text.splitlines():
-            s = line.strip()
-            if s.startswith("chain ") and "{" in s:  # "chain NAME { # handle N"
-                chain = s.split()[1]
-                table = _table_of(chain, None)
-                chains.add((table, chain))
-            elif s.startswith("type ") and " hook " in s:
-                chains.discard((table, chain))
-                table = s.split()[1]
-                chains.add((table, chain))
-            elif chain and " # handle " in s:
-                body, handle = s.rsplit(" # handle ", 1)
-                comment = ""
-                if ' comment "' in body:
-                    comment = body.split(' comment "', 1)[1].rsplit('"', 1)[0]
-                live.append(LiveRule(table, chain, comment, int(handle)))
-                # a jump proves its target exists; re-adding an existing chain costs ~12 ms
-                words = body.split()
-                for i, w in enumerate(words[:-1]):
-                    if w in ("jump", "goto"):
-                        chains.add((_table_of(words[i + 1], None), words[i + 1]))
-    return live, chains
 
 
 def _steps(ops: Ops, drop_table: bool) -> list[tuple[str | tuple, tuple | None]]:
@@ -228,9 +185,3 @@ def _table_of(chain: str, hook_type: str | None) -> str:
     if hook_type:
         return hook_type
     return "filter" if chain in ("NETPLUG-FORWARD", "NETPLUG-INPUT") else "nat"
-
-
-def _strip(expr) -> str:
-    from ..jsonlite import dumps
-
-    return dumps(expr, sort_keys=True)

@@ -116,6 +116,18 @@ def attrs(buf: bytes, off: int = 0, end: int | None = None) -> dict[int, bytes]:
     return out
 
 
+def attr_list(buf: bytes, off: int = 0) -> list[tuple[int, bytes]]:
+    """(type, payload) of each attribute in order: for lists whose items share one type."""
+    out = []
+    while off + 4 <= len(buf):
+        n, kind = _NLA.unpack_from(buf, off)
+        if n < 4:
+            break
+        out.append((kind & 0x3FFF, buf[off + 4:off + n]))
+        off += _align(n)
+    return out
+
+
 def u32(b: bytes | None) -> int | None:
     return struct.unpack("=I", b[:4])[0] if b else None
 

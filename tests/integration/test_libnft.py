@@ -1,6 +1,7 @@
 """libnftables sessions against the kernel, in throwaway namespaces: one context per operation
 must still see what others commit, and must never act in a namespace it was not made in."""
 
+import json
 import os
 import threading
 import time
@@ -87,34 +88,40 @@ def test_table_exists_asks_the_calling_threads_namespace(world):
     assert in_ns(world.netns_path(c), lambda: libnft.table_exists("ip", "netplug")) is False
 
 
-def test_scoped_read_skips_libnftables_without_the_table(world):
-    """The nftables backend reads only the chains an ADD needs, and nothing without its table."""
-    from netplug.firewall.nftables import NftBackend, parse_chain_listing
+def test_scoped_read_uses_the_raw_socket_and_nothing_without_the_table(world):
+    """The nftables backend reads only the chains an ADD needs, never through libnftables (which
+    would fetch every chain of the table first), and nothing at all without its table."""
+    from netplug.firewall.nftables import NftBackend
 
     nsexec(world.host, "nft", "-f", "-", input=(
         "add table ip netplug\n"
         "add chain ip netplug POSTROUTING { type nat hook postrouting priority srcnat; }\n"
         "add chain ip netplug NETPLUG-POSTROUTING\n"
+        "add chain ip netplug NETPLUG-EMPTY\n"
         'add rule ip netplug POSTROUTING jump NETPLUG-POSTROUTING comment "netplug base postrouting"\n'
-        'add rule ip netplug NETPLUG-POSTROUTING ip saddr 172.17.0.0/16 masquerade comment "netplug net=a m"\n'))
+        'add rule ip netplug NETPLUG-POSTROUTING ip saddr 172.17.0.0/16 masquerade comment "netplug net=a m"\n'
+        "add rule ip netplug NETPLUG-POSTROUTING counter\n"))  # a foreign rule, no comment
+    handles = {r["rule"].get("comment", ""): r["rule"]["handle"] for r in json.loads(nsexec(
+        world.host, "nft", "-j", "list", "table", "ip", "netplug").stdout)["nftables"] if "rule" in r}
     b = NftBackend.__new__(NftBackend)
-    scope = {("nat", "POSTROUTING"), ("nat", "NETPLUG-POSTROUTING"), ("nat", "NETPLUG-MISSING")}
-
-    def read():
-        with libnft.session():
-            return b._scoped_text(scope)
-
-    live, chains = parse_chain_listing(in_ns(world.netns_path(world.host), read))
-    assert {r.comment for r in live} == {"netplug base postrouting", "netplug net=a m"}
-    assert chains == {("nat", "POSTROUTING"), ("nat", "NETPLUG-POSTROUTING")}
+    scope = {("nat", "POSTROUTING"), ("nat", "NETPLUG-POSTROUTING"), ("nat", "NETPLUG-EMPTY"),
+             ("nat", "NETPLUG-MISSING")}
     calls = []
     real_run = libnft.run
     libnft.run = lambda *a, **k: calls.append(a) or real_run(*a, **k)
     try:
-        assert in_ns(world.netns_path(world.container(1)), read) == []
+        live, chains = in_ns(world.netns_path(world.host), lambda: b._list(scope))
+        assert in_ns(world.netns_path(world.container(1)), lambda: b._list(scope)) == ([], set())
+        _, jumped = in_ns(world.netns_path(world.host), lambda: b._list({("nat", "POSTROUTING")}))
+        assert jumped == {("nat", "POSTROUTING"), ("nat", "NETPLUG-POSTROUTING")}  # a jump proves it
     finally:
         libnft.run = real_run
     assert calls == []
+    assert {(r.chain, r.comment, r.ref) for r in live} == {
+        ("POSTROUTING", "netplug base postrouting", handles["netplug base postrouting"]),
+        ("NETPLUG-POSTROUTING", "netplug net=a m", handles["netplug net=a m"]),
+        ("NETPLUG-POSTROUTING", "", handles[""])}
+    assert chains == {("nat", "POSTROUTING"), ("nat", "NETPLUG-POSTROUTING"), ("nat", "NETPLUG-EMPTY")}
 
 
 def test_parked_context_serves_its_namespace_only_and_is_freed_when_idle(world):
