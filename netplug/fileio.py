@@ -8,7 +8,10 @@ def read_small(path: str) -> str:
     nine here (fstat, ioctl, lseeks, a second read). Raises OSError as open() does."""
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
-        return os.read(fd, 65536).decode()
+        chunks = [os.read(fd, 65536)]
+        while len(chunks[-1]) == 65536:  # a short read of a regular or /proc file is its end
+            chunks.append(os.read(fd, 65536))
+        return b"".join(chunks).decode()
     finally:
         os.close(fd)
 

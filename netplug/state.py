@@ -11,7 +11,7 @@ rename that replaces a file flushes the new file's data first (auto_da_alloc), ~
 import _thread
 import os
 
-from .fileio import ensure_dir
+from .fileio import ensure_dir, read_small
 from .locking import flocked
 from .jsonlite import dumps, loads
 from .record import asdict, field, record
@@ -99,8 +99,7 @@ class StateStore:
             return out
         for ip in names:
             try:
-                with open(os.path.join(d, ip)) as f:
-                    out[ip] = loads(f.read())
+                out[ip] = loads(read_small(os.path.join(d, ip)))
             except (OSError, ValueError):
                 continue
         return out
@@ -114,9 +113,8 @@ class StateStore:
         d = self._port_dir(proto, port)
         path = os.path.join(d, host_ip or "0.0.0.0")
         try:
-            with open(path) as f:
-                if loads(f.read()).get("owner") != owner:
-                    return  # someone else's claim now
+            if loads(read_small(path)).get("owner") != owner:
+                return  # someone else's claim now
             os.unlink(path)
             os.rmdir(d)
         except (OSError, ValueError):
@@ -135,16 +133,14 @@ class StateStore:
 
 def _read(path: str) -> Attachment | None:
     try:
-        with open(path) as f:
-            a = Attachment(**loads(f.read()))
+        a = Attachment(**loads(read_small(path)))
     except FileNotFoundError:
         return None
     except (ValueError, TypeError):
         os.unlink(path)  # torn or foreign file: the owner's rules are still found by hash
         return None
     try:
-        with open(_done_of(path)) as f:
-            a.ips, a.complete = loads(f.read())["ips"], True
+        a.ips, a.complete = loads(read_small(_done_of(path)))["ips"], True
     except FileNotFoundError:
         pass  # an ADD still running, or killed before its end (or a record of an older netplug)
     except (ValueError, TypeError, KeyError):
