@@ -59,9 +59,14 @@ def rollback(nc: NetConf, cid: str, ifname: str, before: dict, mine: dict) -> No
                 store.set_last_reserved(idx, before.get(idx))
 
 
-def check(nc: NetConf, cid: str, ifname: str) -> None:
+def check(nc: NetConf, cid: str, ifname: str, hint: list | None = None) -> None:
+    """`hint`: the addresses the ADD recorded; only those are read (the store otherwise is)."""
     store = store_for(nc)
-    if not store.ips_of(cid, ifname):
+    for ip in hint or ():
+        if not store.holds(ip, cid, ifname):
+            raise ConfigError(f"IPAM: address {ip} is no longer reserved for container {cid} "
+                              f"interface {ifname} in {store.dir}")
+    if not hint and not store.ips_of(cid, ifname):
         raise ConfigError(f"IPAM: no address is reserved for container {cid} interface {ifname} "
                           f"in {store.dir}")
 

@@ -53,6 +53,10 @@ class DiskStore:
             return None
         return self._read_owner(name) or ("", "")
 
+    def holds(self, ip: IPAddr, cid: str, ifname: str) -> bool:
+        o = self.owner_of(ip)
+        return o is not None and _matches(o, cid, ifname)
+
     def ips_of(self, cid: str, ifname: str) -> list[IPAddr]:
         return [ip for ip, o in self.entries().items() if _matches(o, cid, ifname)]
 
@@ -96,7 +100,7 @@ class DiskStore:
         """Release every address of (cid, ifname). With `hint` (the addresses the caller
         recorded) only those files are read; otherwise the whole store is scanned."""
         if hint:
-            gone = [ip for ip in hint if (o := self.owner_of(ip)) and _matches(o, cid, ifname)]
+            gone = [ip for ip in hint if self.holds(ip, cid, ifname)]
             if gone:
                 for ip in gone:
                     self.release(ip)

@@ -52,7 +52,7 @@ def ipam_run(req: Request, nc: NetConf, command: str, undo_log: list | None = No
         if command == "DEL":
             ipam_local.delete(nc, req.container_id, req.ifname, hint)
         elif command == "CHECK":
-            ipam_local.check(nc, req.container_id, req.ifname)
+            ipam_local.check(nc, req.container_id, req.ifname, hint)
         elif command == "STATUS":
             ipam_local.status(nc)
         elif command == "GC":
@@ -433,7 +433,7 @@ def check(req: Request, nc: NetConf) -> None:
     if a is None or not a.complete:
         raise ConfigError(f"container {req.container_id} interface {req.ifname} is not attached to "
                           f"network {nc.name}")
-    ipam_run(req, nc, "CHECK")
+    ipam_run(req, nc, "CHECK", hint=[ipaddress.ip_interface(x).ip for x in a.ips])
     mine = [i for i, itf in enumerate(prev.interfaces) if itf.name == req.ifname and itf.sandbox]
     want = [ip.address for ip in prev.ips if ip.interface in mine or (ip.interface is None and not mine)]
     cont_fd = ns.open_netns(req.netns)

@@ -251,12 +251,18 @@ def test_check(world):  # items 44-47
     assert "missing" in world.cni("CHECK", dict(conf, prevResult=prev), "c1", c).json["msg"]
 
 
-def test_check_detects_missing_ipam_file(world):
+@pytest.mark.parametrize("tamper", ["removed", "taken by another container"])
+def test_check_detects_a_lost_ipam_reservation(world, tamper):
     conf = netplug_conf(world)
     c = world.container(1)
     prev = world.cni("ADD", conf, "c1", c).json
-    os.unlink(os.path.join(world.tmp, "ipam", "testnet", "172.17.0.2"))
-    assert world.cni("CHECK", dict(conf, prevResult=prev), "c1", c).rc != 0
+    path = os.path.join(world.tmp, "ipam", "testnet", "172.17.0.2")
+    os.unlink(path)
+    if tamper != "removed":
+        with open(path, "w") as f:
+            f.write("someone-else\r\neth0")
+    r = world.cni("CHECK", dict(conf, prevResult=prev), "c1", c)
+    assert r.rc != 0 and "172.17.0.2 is no longer reserved" in r.json["msg"], r
 
 
 @pytest.mark.parametrize("key", ["cni.dev/valid-attachments", "cni.dev/attachments", None])
