@@ -216,17 +216,21 @@ class Rtnl:
         self.sock.send(_NLMSGHDR.pack(_NLMSGHDR.size + len(body), mtype, flags | F_REQUEST, self.seq, 0) + body)
         return self.seq
 
+    def _received(self):
+        """(type, flags, seq, body) of each message in the next datagram."""
+        data = self.sock.recv(1 << 16)
+        off = 0
+        while off + _NLMSGHDR.size <= len(data):
+            n, mtype, flags, mseq, _pid = _NLMSGHDR.unpack_from(data, off)
+            if n < _NLMSGHDR.size:
+                return
+            yield mtype, flags, mseq, data[off + _NLMSGHDR.size:off + n]
+            off += _align(n)
+
     def _replies(self, seq: int):
         """Yield (type, body) of the replies to `seq` until its ACK, error or end of dump."""
         while True:
-            data = self.sock.recv(1 << 16)
-            off = 0
-            while off + _NLMSGHDR.size <= len(data):
-                n, mtype, flags, mseq, _pid = _NLMSGHDR.unpack_from(data, off)
-                if n < _NLMSGHDR.size:
-                    return
-                body = data[off + _NLMSGHDR.size:off + n]
-                off += _align(n)
+            for mtype, flags, mseq, body in self._received():
                 if mseq != seq:
                     continue  # a late reply to an earlier request we gave up on
                 if mtype == NLMSG_DONE:
@@ -258,14 +262,7 @@ class Rtnl:
         try:
             done = False
             while not done:
-                data = self.sock.recv(1 << 16)
-                off = 0
-                while off + _NLMSGHDR.size <= len(data):
-                    n, mtype, flags, mseq, _pid = _NLMSGHDR.unpack_from(data, off)
-                    if n < _NLMSGHDR.size:
-                        break
-                    body = data[off + _NLMSGHDR.size:off + n]
-                    off += _align(n)
+                for mtype, flags, mseq, body in self._received():
                     if mtype != NLMSG_ERROR or not first <= mseq <= self.seq:
                         continue
                     err = _error_of(flags, body)
