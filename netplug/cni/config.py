@@ -5,6 +5,7 @@ Code after `parse_netconf` receives typed objects, never raw dicts.
 
 import ipaddress
 import os
+from functools import lru_cache
 
 from ..errors import ConfigError, DecodeError
 from .env import valid_ifname, valid_name
@@ -147,16 +148,24 @@ def _abs_dir(text: str, what: str) -> str:
 def parse_range(d: object) -> Range:
     if not isinstance(d, dict):
         raise ConfigError(f"ipam range must be an object, got {d!r}")
-    subnet = _net(d.get("subnet"), "ipam subnet")
+    key = tuple(d.get(k) for k in ("subnet", "gateway", "rangeStart", "rangeEnd"))
+    if all(v is None or isinstance(v, str) for v in key):
+        return _range(*key)
+    return _range.__wrapped__(*key)  # not hashable: parsed (and refused) without the cache
+
+
+@lru_cache(maxsize=64)  # netplugd parses the same network's range on every call
+def _range(subnet_text, gateway_text, start_text, end_text) -> Range:
+    subnet = _net(subnet_text, "ipam subnet")
     if subnet.num_addresses < 4:
         raise ConfigError(f"Network {subnet} too small to allocate from")
     first = subnet.network_address + 1
     last = subnet.broadcast_address - (1 if subnet.version == 4 else 0)
-    gateway = _ip(d["gateway"], "ipam gateway") if d.get("gateway") else first
+    gateway = _ip(gateway_text, "ipam gateway") if gateway_text else first
     if gateway not in subnet:
         raise ConfigError(f"gateway {gateway} is outside subnet {subnet}")
-    start = _ip(d["rangeStart"], "rangeStart") if d.get("rangeStart") else first
-    end = _ip(d["rangeEnd"], "rangeEnd") if d.get("rangeEnd") else last
+    start = _ip(start_text, "rangeStart") if start_text else first
+    end = _ip(end_text, "rangeEnd") if end_text else last
     for ip, what in ((start, "rangeStart"), (end, "rangeEnd")):
         if ip not in subnet or ip == subnet.network_address or (
             subnet.version == 4 and ip == subnet.broadcast_address

@@ -15,6 +15,8 @@ Top-level chain names and comment tokens are an interface: `netplug explain`, GC
 installs depend on them. Never rename them.
 """
 
+from functools import lru_cache
+
 from ..cni.config import PortMapping
 from .model import Rule
 from ..record import field, record
@@ -73,6 +75,10 @@ class Plan:
         return self.ensure + [r for rules in self.fill.values() for r in rules]
 
 
+# base() and network() are remembered: netplugd then sends the very same Rule objects on every
+# ADD (their encodings are cached by value). Plans are combined with +, which copies; a returned
+# plan is never changed in place.
+@lru_cache(maxsize=1)
 def base() -> Plan:
     c = "netplug base"
     return Plan(ensure=[
@@ -85,6 +91,7 @@ def base() -> Plan:
     ])
 
 
+@lru_cache(maxsize=64)
 def network(name: str, subnet: str, bridge: str, ip_masq: bool, cluster_cidr: str = "") -> Plan:
     c = f"netplug net={name}"
     rules = [
