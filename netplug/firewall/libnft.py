@@ -195,22 +195,30 @@ def _conn_for_call() -> tuple[_Conn, bool]:
     return s[1], False
 
 
+class _call:
+    """`with _call() as conn:` the session's connection, or a one-shot one closed at the end."""
+
+    def __enter__(self) -> _Conn:
+        self.conn, self.owned = _conn_for_call()
+        return self.conn
+
+    def __exit__(self, *exc):
+        if self.owned:
+            _free(self.conn)
+
+
 def run(cmd: str, json_out: bool = False) -> str:
     lib = _load()
-    conn, owned = _conn_for_call()
-    try:
+    with _call() as conn:
         ctx = conn.context()
         lib.nft_ctx_output_set_flags(ctx, HANDLE_OUTPUT | (JSON_OUTPUT if json_out else 0))
         rc = lib.nft_run_cmd_from_buffer(ctx, cmd.encode())
         # reading a buffer also rewinds it for the next command on this context
         out = (lib.nft_ctx_get_output_buffer(ctx) or b"").decode()
         err = (lib.nft_ctx_get_error_buffer(ctx) or b"").decode()
-        if rc != 0:
-            raise NftError(err.strip() or f"nft failed: {cmd[:200]}")
-        return out
-    finally:
-        if owned:
-            _free(conn)
+    if rc != 0:
+        raise NftError(err.strip() or f"nft failed: {cmd[:200]}")
+    return out
 
 
 def run_json(cmd: str) -> list[dict]:
@@ -219,31 +227,24 @@ def run_json(cmd: str) -> list[dict]:
 
 
 NETLINK_NETFILTER = 12
-NFT_MSG_GETTABLE = (10 << 8) | 1  # NFNL_SUBSYS_NFTABLES, NFT_MSG_GETTABLE
-NFTA_TABLE_NAME = 1
-FAMILIES = {"ip": 2, "ip6": 10, "inet": 1}
 
 
 def table_exists(family: str, name: str) -> bool:
     """One NFT_MSG_GETTABLE on the raw socket (~0.05 ms), in the calling thread's netns. Asking
     libnftables costs ~0.2-0.6 ms: every command first fetches its cache."""
     import errno
-    import struct
 
-    from ..netlink.rtnl import NetlinkError, attr_str
+    from . import nfmsg
+    from ..netlink.rtnl import NetlinkError
 
-    body = struct.pack("=BBH", FAMILIES[family], 0, 0) + attr_str(NFTA_TABLE_NAME, name)
-    conn, owned = _conn_for_call()
-    try:
-        conn.socket().get(NFT_MSG_GETTABLE, body)
-        return True
-    except NetlinkError as e:
-        if e.code == errno.ENOENT:
-            return False
-        raise NftError(f"nftables: cannot read table {family} {name}: {e.strerror}") from None
-    finally:
-        if owned:
-            _free(conn)
+    with _call() as conn:
+        try:
+            conn.socket().get(*nfmsg.get_table(family, name))
+            return True
+        except NetlinkError as e:
+            if e.code == errno.ENOENT:
+                return False
+            raise NftError(f"nftables: cannot read table {family} {name}: {e.strerror}") from None
 
 
 def commit(msgs: list[tuple[int, int, bytes]], describe) -> None:
@@ -254,15 +255,12 @@ def commit(msgs: list[tuple[int, int, bytes]], describe) -> None:
 
     if not msgs:
         return
-    conn, owned = _conn_for_call()
-    try:
-        conn.socket().batch([nfmsg.batch_begin(), *msgs, nfmsg.batch_end()])
-    except NetlinkError as e:
-        what = describe(e.index - 1) if e.index and 0 < e.index <= len(msgs) else "the batch"
-        raise NftError(f"Error: {e.text or e.strerror}\n{what}") from None
-    finally:
-        if owned:
-            _free(conn)
+    with _call() as conn:
+        try:
+            conn.socket().batch([nfmsg.batch_begin(), *msgs, nfmsg.batch_end()])
+        except NetlinkError as e:
+            what = describe(e.index - 1) if e.index and 0 < e.index <= len(msgs) else "the batch"
+            raise NftError(f"Error: {e.text or e.strerror}\n{what}") from None
 
 
 def chain_rules(family: str, table: str, chain: str) -> list[tuple[int, str, str]] | None:
@@ -274,19 +272,12 @@ def chain_rules(family: str, table: str, chain: str) -> list[tuple[int, str, str
     from . import nfmsg
     from ..netlink.rtnl import NetlinkError
 
-    conn, owned = _conn_for_call()
-    try:
-        nl = conn.socket()
+    with _call() as conn:
         try:
+            nl = conn.socket()
             nl.get(*nfmsg.get_chain(family, table, chain))
+            return [nfmsg.parse_rule(b) for b in nl.dump(*nfmsg.dump_rules(family, table, chain))]
         except NetlinkError as e:
             if e.code == errno.ENOENT:
                 return None
             raise NftError(f"nftables: cannot read chain {family} {table} {chain}: {e.strerror}") from None
-        try:
-            return [nfmsg.parse_rule(b) for b in nl.dump(*nfmsg.dump_rules(family, table, chain))]
-        except NetlinkError as e:
-            raise NftError(f"nftables: cannot read chain {family} {table} {chain}: {e.strerror}") from None
-    finally:
-        if owned:
-            _free(conn)

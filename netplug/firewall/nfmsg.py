@@ -21,9 +21,9 @@ from .model import Rule
 
 NFNL_SUBSYS_NFTABLES = 10
 BATCH_BEGIN, BATCH_END = 0x10, 0x11
-NEWTABLE, DELTABLE, NEWCHAIN, GETCHAIN, DELCHAIN, NEWRULE, GETRULE, DELRULE = 0, 2, 3, 4, 5, 6, 7, 8
+NEWTABLE, GETTABLE, DELTABLE, NEWCHAIN, GETCHAIN, DELCHAIN, NEWRULE, GETRULE, DELRULE = range(9)
 F_CREATE, F_APPEND = 0x400, 0x800
-FAMILIES = {"ip": 2}  # NFPROTO_IPV4: netplug's NAT table is IPv4
+FAMILIES = {"ip": 2, "ip6": 10, "inet": 1}  # NFPROTO_*; netplug's own NAT table is "ip"
 
 # hooks of the base chains: table type, NF_INET_* hook number, priority
 HOOKS = {
@@ -325,6 +325,12 @@ def _encode_rule(family: str, table: str, r: Rule):
 
 
 # --- reading -------------------------------------------------------------------------------------
+
+def get_table(family: str, table: str):
+    """GETTABLE for one table (ENOENT when it is missing): (type, body)."""
+    mtype, _, body = _msg(GETTABLE, 0, family, attr_str(1, table))
+    return mtype, body
+
 
 def get_chain(family: str, table: str, chain: str):
     """GETCHAIN for one chain (ENOENT when it is missing): (type, body)."""
