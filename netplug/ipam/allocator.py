@@ -49,10 +49,12 @@ def iterate(rset: list[Range], last: IPAddr | None) -> Iterator[IPAddr]:
 
 
 def allocate(store: Store, ranges: list[list[Range]], cid: str, ifname: str,
-             requested: list[IPAddr] | None = None, check_duplicate: bool = True) -> list[tuple[IPAddr, Range]]:
+             requested: list[IPAddr] | None = None, check_duplicate: bool = True,
+             cursors: dict[int, IPAddr | None] | None = None) -> list[tuple[IPAddr, Range]]:
     """Reserve one address per range set. Caller holds the store lock. All-or-nothing.
     `check_duplicate` scans the store for an earlier reservation of (cid, ifname); the bridge
-    plugin skips it because its attachment record already answers that in O(1)."""
+    plugin skips it because its attachment record already answers that in O(1). `cursors`:
+    each range set's last_reserved, if the caller has just read them under this lock."""
     if check_duplicate and store.ips_of(cid, ifname):
         raise ConfigError(f"{store.ips_of(cid, ifname)[0]} has been allocated to {cid}, "
                           "duplicate allocation is not allowed")
@@ -65,7 +67,7 @@ def allocate(store: Store, ranges: list[list[Range]], cid: str, ifname: str,
                 requested.remove(want)
                 got.append((_reserve_static(store, rset, want, cid, ifname, idx), _range_of(rset, want)))
                 continue
-            for ip in iterate(rset, store.last_reserved(idx)):
+            for ip in iterate(rset, cursors[idx] if cursors is not None else store.last_reserved(idx)):
                 if store.owner_of(ip) is None and store.reserve(ip, cid, ifname, idx):
                     got.append((ip, _range_of(rset, ip)))
                     break

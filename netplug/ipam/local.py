@@ -24,7 +24,7 @@ def add(nc: NetConf, cid: str, ifname: str, undo_log: list | None = None,
     store = store_for(nc)
     with store.locked():
         before = {i: store.last_reserved(i) for i in range(len(ipam.ranges))}
-        got = allocator.allocate(store, ipam.ranges, cid, ifname, nc.requested_ips, check_duplicate)
+        got = allocator.allocate(store, ipam.ranges, cid, ifname, nc.requested_ips, check_duplicate, before)
         if undo_log is not None:
             undo_log.append((before, {i: ip for i, (ip, _) in enumerate(got)}))
     res = Result()

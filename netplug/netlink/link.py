@@ -9,6 +9,8 @@ import errno
 import ipaddress
 
 from ..errors import ConfigError, SetupError
+from ..log import log
+from . import rtnl
 from .rtnl import AF_INET, AF_INET6, NetlinkError
 
 
@@ -70,6 +72,24 @@ class Links:
             if e.code == errno.ENODEV:
                 return None
             raise SetupError(f"look up {name}: {e.strerror}") from None
+
+    def lookup_with_addresses(self, name: str, families: set[int]) -> tuple[dict | None, dict[int, list]]:
+        """lookup(name) and, if it exists, its addresses of each family: one datagram, one wait."""
+        fams = sorted(families)
+        answers = self.nl.exchange([rtnl.link_get_msg(name)] + [rtnl.addr_dump_msg(f) for f in fams])
+        replies, err = answers[0]
+        if err is not None:
+            if err.code == errno.ENODEV:
+                return None, {}
+            raise SetupError(f"look up {name}: {err.strerror}")
+        link = rtnl.parse_link(replies[0])
+        held = {}
+        for fam, (bodies, err) in zip(fams, answers[1:]):
+            if err is not None:
+                raise SetupError(f"list addresses of {name}: {err.strerror}")
+            held[fam] = [ipaddress.ip_interface(f"{a['address']}/{a['prefixlen']}")
+                         for a in rtnl.addrs_of(bodies, fam, link["index"])]
+        return link, held
 
     def info(self, index: int) -> dict:
         return self.nl.link_get(index=index)
@@ -147,13 +167,17 @@ class Links:
     def create_veth(self, host: str, peer: str, netns_fd: int, mtu: int, mac: str = "",
                     bridge_idx: int = 0, hairpin: bool = False) -> dict:
         """The pair, its host end already a port of `bridge_idx` and up (one request instead of
-        three). Hairpin is set right after: no frame can cross before the peer is up."""
+        three). Hairpin is set right after: no frame can cross before the peer is up. A host end
+        of the same name is a leftover of this attachment (names derive from it): it goes."""
         try:
             hv = self.nl.veth_add(host, peer, netns_fd, mtu, mac, master=bridge_idx, up=bool(bridge_idx))
         except NetlinkError as e:
-            if e.code == errno.EEXIST:  # the host name was cleared before, so it is the peer
+            if e.code != errno.EEXIST:
+                raise SetupError(f"create veth {host}<->{peer}: {e.strerror}") from None
+            if not self.delete(host):  # the host name is free, so it is the peer
                 raise ConfigError(f"interface {peer} already exists in the container's netns") from None
-            raise SetupError(f"create veth {host}<->{peer}: {e.strerror}") from None
+            log.info("removed a stale %s", host)
+            return self.create_veth(host, peer, netns_fd, mtu, mac, bridge_idx, hairpin)
         if hv is not None and bridge_idx:  # echoed before the kernel enslaved it, in the same request
             hv["master"] = bridge_idx
         hv = hv or self.lookup(host)  # the kernel's echo spares this lookup
@@ -179,20 +203,23 @@ class Links:
 
     # --- container side -----------------------------------------------------------------------
     def configure(self, idx: int, addrs: list, routes: list[tuple[str, str]]) -> None:
+        """Addresses, link up, routes: one datagram, handled in that order (a route through
+        the gateway needs the address and the link up before it)."""
+        msgs, what = [], []
         for a in addrs:
-            self._addr(True, idx, a, ignore=errno.EEXIST)
-        try:
-            self.nl.link_set(idx, up=True)
-        except NetlinkError as e:
-            raise SetupError(f"set interface {idx} up: {e.strerror}") from None
+            msgs.append(rtnl.addr_msg(True, idx, AF_INET if a.version == 4 else AF_INET6,
+                                      str(a.ip), a.network.prefixlen))
+            what.append((f"addr add {a}", errno.EEXIST))
+        msgs.append(rtnl.link_set_msg(idx, up=True))
+        what.append((f"set interface {idx} up", None))
         for dst, gw in routes:
             net = ipaddress.ip_network(dst)
-            fam = AF_INET if net.version == 4 else AF_INET6
-            try:
-                self.nl.route_add(fam, str(net.network_address), net.prefixlen, idx, gw or "")
-            except NetlinkError as e:
-                if e.code != errno.EEXIST:
-                    raise SetupError(f"add route {dst} via {gw or 'link'}: {e.strerror}") from None
+            msgs.append(rtnl.route_msg(AF_INET if net.version == 4 else AF_INET6,
+                                       str(net.network_address), net.prefixlen, idx, gw or ""))
+            what.append((f"add route {dst} via {gw or 'link'}", errno.EEXIST))
+        for (_, err), (action, ignore) in zip(self.nl.exchange(msgs), what):
+            if err is not None and err.code != ignore:
+                raise SetupError(f"{action}: {err.strerror}")
 
     def _addr(self, add: bool, idx: int, a, ignore: int) -> None:
         fam = AF_INET if a.version == 4 else AF_INET6

@@ -32,7 +32,7 @@ NLA_F_NESTED = 0x8000
 NLMSGERR_ATTR_MSG = 1
 
 # attributes
-IFLA_ADDRESS, IFLA_IFNAME, IFLA_MTU, IFLA_MASTER = 1, 3, 4, 10
+IFLA_ADDRESS, IFLA_IFNAME, IFLA_MTU, IFLA_LINK, IFLA_MASTER = 1, 3, 4, 5, 10
 IFLA_PROTINFO, IFLA_LINKINFO, IFLA_NET_NS_FD, IFLA_EXT_MASK = 12, 18, 28, 29
 IFLA_INFO_KIND, IFLA_INFO_DATA = 1, 2
 VETH_INFO_PEER = 1
@@ -101,6 +101,13 @@ def mac_str(b: bytes) -> str:
     return ":".join(f"{x:02x}" for x in b)
 
 
+def random_mac() -> str:
+    """Unicast and locally administered, as the kernel's eth_random_addr()."""
+    b = bytearray(os.urandom(6))
+    b[0] = (b[0] & 0xFE) | 0x02
+    return mac_str(b)
+
+
 # --- decoding -------------------------------------------------------------------------------------
 
 def attrs(buf: bytes, off: int = 0, end: int | None = None) -> dict[int, bytes]:
@@ -155,6 +162,7 @@ def parse_link(body: bytes) -> dict:
     return {"index": index, "name": cstr(a.get(IFLA_IFNAME)),
             "mac": mac_str(a[IFLA_ADDRESS]) if IFLA_ADDRESS in a else "",
             "mtu": u32(a.get(IFLA_MTU)), "master": u32(a.get(IFLA_MASTER)),
+            "link": u32(a.get(IFLA_LINK)),  # a veth's peer index (in the peer's netns)
             "up": bool(flags & IFF_UP), "kind": kind, "promisc": bool(flags & IFF_PROMISC)}
 
 
@@ -164,6 +172,12 @@ def parse_addr(body: bytes) -> dict:
     local = a.get(IFA_LOCAL) or a.get(IFA_ADDRESS)
     return {"family": family, "prefixlen": prefixlen, "scope": scope, "index": index,
             "address": ip_str(family, local)}
+
+
+def addrs_of(bodies: list[bytes], family: int, index: int = 0) -> list[dict]:
+    """The addresses of one family (and interface, if given) among RTM_NEWADDR bodies."""
+    got = [parse_addr(b) for b in bodies]
+    return [a for a in got if a["family"] == family and (not index or a["index"] == index)]
 
 
 def parse_route(body: bytes) -> dict:
@@ -279,6 +293,34 @@ class Rtnl:
             err.index = index
             raise err
 
+    def exchange(self, msgs: list[tuple[int, bytes, int]]) -> list[tuple[list[bytes], NetlinkError | None]]:
+        """Several rtnetlink requests in one datagram: the kernel handles them in order and
+        answers each (a refusal does not stop the ones after it). A get with F_DUMP ends with
+        NLMSG_DONE, every other request asks for an ACK. Returns (replies, refusal) per request."""
+        first = self.seq + 1
+        parts = []
+        for mtype, body, flags in msgs:
+            self.seq += 1
+            if not (mtype & 3 == 2 and flags & F_DUMP == F_DUMP):  # RTM_GET*: type % 4 == 2
+                flags |= F_ACK
+            parts.append(_NLMSGHDR.pack(_NLMSGHDR.size + len(body), mtype, flags | F_REQUEST, self.seq, 0) + body)
+        self.sock.send(b"".join(parts))
+        out: list = [[[], None] for _ in msgs]
+        pending = set(range(len(msgs)))
+        while pending:
+            for mtype, flags, mseq, body in self._received():
+                i = mseq - first
+                if i not in pending:
+                    continue  # a late reply to an earlier request we gave up on
+                if mtype == NLMSG_DONE:
+                    pending.discard(i)
+                elif mtype == NLMSG_ERROR:
+                    out[i][1] = _error_of(flags, body)
+                    pending.discard(i)
+                else:
+                    out[i][0].append(body)
+        return [(replies, err) for replies, err in out]
+
     def request(self, mtype: int, body: bytes, flags: int = 0) -> list[bytes]:
         """A request that must be acknowledged; returns the bodies of any replies before the ACK."""
         seq = self._send(mtype, flags | F_ACK, body)
@@ -297,28 +339,12 @@ class Rtnl:
 
     # --- links --------------------------------------------------------------------------------
     def link_get(self, name: str = "", index: int = 0) -> dict:
-        body = ifinfo(index) + attr_u32(IFLA_EXT_MASK, RTEXT_FILTER_SKIP_STATS)
-        if name:
-            body += attr_str(IFLA_IFNAME, name)
-        return parse_link(self.get(RTM_GETLINK, body))
+        mtype, body, _ = link_get_msg(name, index)
+        return parse_link(self.get(mtype, body))
 
     def link_set(self, index: int, up: bool | None = None, promisc: bool | None = None,
                  master: int | None = None, mac: str = "", mtu: int = 0) -> None:
-        flags = change = 0
-        if up is not None:
-            change |= IFF_UP
-            flags |= IFF_UP if up else 0
-        if promisc is not None:
-            change |= IFF_PROMISC
-            flags |= IFF_PROMISC if promisc else 0
-        body = ifinfo(index, flags, change)
-        if master is not None:
-            body += attr_u32(IFLA_MASTER, master)
-        if mac:
-            body += attr(IFLA_ADDRESS, mac_bytes(mac))
-        if mtu:
-            body += attr_u32(IFLA_MTU, mtu)
-        self.request(RTM_NEWLINK, body)
+        self.request(*link_set_msg(index, up, promisc, master, mac, mtu))
 
     def link_add(self, name: str, kind: str, mtu: int = 0, peer: bytes = b"", master: int = 0,
                  up: bool = False) -> dict | None:
@@ -359,31 +385,68 @@ class Rtnl:
 
     # --- addresses and routes -----------------------------------------------------------------
     def addrs(self, family: int, index: int = 0) -> list[dict]:
-        got = [parse_addr(b) for b in self.dump(RTM_GETADDR, _IFADDR.pack(family, 0, 0, 0, 0))]
-        return [a for a in got if a["family"] == family and (not index or a["index"] == index)]
+        mtype, body, _ = addr_dump_msg(family)
+        return addrs_of(self.dump(mtype, body), family, index)
 
     def addr(self, add: bool, index: int, family: int, address: str, prefixlen: int) -> None:
-        raw = ip_bytes(family, address)
-        body = _IFADDR.pack(family, prefixlen, 0, 0, index) + attr(IFA_LOCAL, raw) + attr(IFA_ADDRESS, raw)
-        if add and family == AF_INET and prefixlen < 31:  # as `ip addr add ... brd +` and Docker do
-            host_bits = (1 << (32 - prefixlen)) - 1
-            brd = (int.from_bytes(raw, "big") | host_bits).to_bytes(4, "big")
-            body += attr(IFA_BROADCAST, brd)
-        if add:
-            self.request(RTM_NEWADDR, body, F_CREATE | F_EXCL)
-        else:
-            self.request(RTM_DELADDR, body)
+        self.request(*addr_msg(add, index, family, address, prefixlen))
 
     def routes(self, family: int, table: int = RT_TABLE_MAIN) -> list[dict]:
         got = [parse_route(b) for b in self.dump(RTM_GETROUTE, _RTMSG.pack(family, 0, 0, 0, 0, 0, 0, 0, 0))]
         return [r for r in got if r["family"] == family and r["table"] == table]
 
     def route_add(self, family: int, dst: str, dst_len: int, oif: int, gateway: str = "") -> None:
-        scope = RT_SCOPE_UNIVERSE if gateway else RT_SCOPE_LINK
-        body = _RTMSG.pack(family, dst_len, 0, 0, RT_TABLE_MAIN, RTPROT_STATIC, scope, RTN_UNICAST, 0)
-        if dst_len:
-            body += attr(RTA_DST, ip_bytes(family, dst))
-        body += attr_u32(RTA_OIF, oif)
-        if gateway:
-            body += attr(RTA_GATEWAY, ip_bytes(family, gateway))
-        self.request(RTM_NEWROUTE, body, F_CREATE | F_EXCL)
+        self.request(*route_msg(family, dst, dst_len, oif, gateway))
+
+
+# --- requests as (type, body, flags), for Rtnl.request and, several at once, Rtnl.exchange ------
+
+def link_set_msg(index: int, up: bool | None = None, promisc: bool | None = None,
+                 master: int | None = None, mac: str = "", mtu: int = 0) -> tuple[int, bytes, int]:
+    flags = change = 0
+    if up is not None:
+        change |= IFF_UP
+        flags |= IFF_UP if up else 0
+    if promisc is not None:
+        change |= IFF_PROMISC
+        flags |= IFF_PROMISC if promisc else 0
+    body = ifinfo(index, flags, change)
+    if master is not None:
+        body += attr_u32(IFLA_MASTER, master)
+    if mac:
+        body += attr(IFLA_ADDRESS, mac_bytes(mac))
+    if mtu:
+        body += attr_u32(IFLA_MTU, mtu)
+    return RTM_NEWLINK, body, 0
+
+
+def addr_msg(add: bool, index: int, family: int, address: str, prefixlen: int) -> tuple[int, bytes, int]:
+    raw = ip_bytes(family, address)
+    body = _IFADDR.pack(family, prefixlen, 0, 0, index) + attr(IFA_LOCAL, raw) + attr(IFA_ADDRESS, raw)
+    if add and family == AF_INET and prefixlen < 31:  # as `ip addr add ... brd +` and Docker do
+        host_bits = (1 << (32 - prefixlen)) - 1
+        brd = (int.from_bytes(raw, "big") | host_bits).to_bytes(4, "big")
+        body += attr(IFA_BROADCAST, brd)
+    return (RTM_NEWADDR, body, F_CREATE | F_EXCL) if add else (RTM_DELADDR, body, 0)
+
+
+def route_msg(family: int, dst: str, dst_len: int, oif: int, gateway: str = "") -> tuple[int, bytes, int]:
+    scope = RT_SCOPE_UNIVERSE if gateway else RT_SCOPE_LINK
+    body = _RTMSG.pack(family, dst_len, 0, 0, RT_TABLE_MAIN, RTPROT_STATIC, scope, RTN_UNICAST, 0)
+    if dst_len:
+        body += attr(RTA_DST, ip_bytes(family, dst))
+    body += attr_u32(RTA_OIF, oif)
+    if gateway:
+        body += attr(RTA_GATEWAY, ip_bytes(family, gateway))
+    return RTM_NEWROUTE, body, F_CREATE | F_EXCL
+
+
+def link_get_msg(name: str = "", index: int = 0) -> tuple[int, bytes, int]:
+    body = ifinfo(index) + attr_u32(IFLA_EXT_MASK, RTEXT_FILTER_SKIP_STATS)
+    if name:
+        body += attr_str(IFLA_IFNAME, name)
+    return RTM_GETLINK, body, 0
+
+
+def addr_dump_msg(family: int) -> tuple[int, bytes, int]:
+    return RTM_GETADDR, _IFADDR.pack(family, 0, 0, 0, 0), F_DUMP

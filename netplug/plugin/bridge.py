@@ -145,7 +145,7 @@ def _forget(store: StateStore, owner: str, mappings: list[PortMapping]) -> None:
 
 def _add(req, nc, owner, store, cont_fd, backend, undo) -> Result:
     from ..netlink.link import Links
-    from ..netlink.rtnl import AF_INET, AF_INET6
+    from ..netlink.rtnl import AF_INET, AF_INET6, random_mac
 
     undo_log: list = []
     try:
@@ -156,14 +156,13 @@ def _add(req, nc, owner, store, cont_fd, backend, undo) -> Result:
         raise SetupError(f"IPAM plugin {nc.ipam.type} returned no IP address")
     fault_point(req.env, "after-ipam")
     v4 = [ip for ip in ipam_res.ips if ip.address.version == 4]
+    gws = [ipaddress.ip_interface(f"{ip.gateway}/{ip.address.network.prefixlen}")
+           for ip in ipam_res.ips if nc.is_gateway and ip.gateway]
     with Links() as host:
-        br = host.lookup(nc.bridge)
+        br, held = host.lookup_with_addresses(nc.bridge, {AF_INET if g.version == 4 else AF_INET6 for g in gws})
         if br is not None:
             refuse_non_bridge(nc.bridge, br)
-        gws = [ipaddress.ip_interface(f"{ip.gateway}/{ip.address.network.prefixlen}")
-               for ip in ipam_res.ips if nc.is_gateway and ip.gateway]
-        held = {v: host.addresses(br["index"], AF_INET if v == 4 else AF_INET6)
-                for v in {g.version for g in gws}} if br else {}
+        held = {4 if fam == AF_INET else 6: addrs for fam, addrs in held.items()}
         # Before creating anything, a clash with a host route is fatal. A bridge that already
         # holds its gateways had its subnets checked when they were added (Docker also checks a
         # network's subnet once); `netplug explain --check` reports a route added later.
@@ -176,17 +175,19 @@ def _add(req, nc, owner, store, cont_fd, backend, undo) -> Result:
                 host.ensure_gateway(nc.bridge, br["index"], gw, nc.force_address, held.get(gw.version))
             sysctl.enable_forwarding()
         hv = host_veth_name(owner)
-        if host.delete(hv):  # a leftover of this same attachment (names are derived from it)
-            log.info("removed stale %s of container %s", hv, req.container_id)
         undo.push("host veth", _delete_link, hv)  # also if it fails halfway (deleting none is fine)
-        hvi = host.create_veth(hv, req.ifname, cont_fd, nc.mtu, nc.mac, br["index"],
+        # The container end's MAC is chosen here (random, locally administered, as the kernel
+        # would), so neither it nor the index (the echo's IFLA_LINK) needs a lookup over there.
+        peer_mac = nc.mac or random_mac()
+        hvi = host.create_veth(hv, req.ifname, cont_fd, nc.mtu, peer_mac, br["index"],
                                nc.hairpin_mode or bool(nc.port_mappings))
         fault_point(req.env, "after-veth")
         routes = _container_routes(nc, ipam_res)
         with ns.entered(cont_fd):
             cont = Links()
         with cont:
-            ci = cont.lookup(req.ifname)
+            ci = {"index": hvi["link"], "mac": peer_mac, "mtu": hvi["mtu"]} if hvi.get("link") \
+                else cont.lookup(req.ifname)
             if ci is None:
                 raise SetupError(f"{req.ifname} is missing in {req.netns} right after it was created")
             cont.configure(ci["index"], [ip.address for ip in ipam_res.ips], routes)
