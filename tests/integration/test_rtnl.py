@@ -7,6 +7,7 @@ import os
 
 import pytest
 
+from netplug.netlink import rtnl
 from netplug.netlink.link import Links
 from netplug.netlink.rtnl import AF_INET, NetlinkError, Rtnl
 from netns_tools import in_ns, sh
@@ -167,3 +168,66 @@ def test_veth_made_as_an_up_bridge_port_with_hairpin_and_a_down_peer(world):
     port = ipj(world.host, "link", "show", "vh-h")[0]
     assert port["linkinfo"]["info_slave_data"]["hairpin"] is True
     assert "UP" not in ipj(c, "link", "show", "eth0")[0]["flags"]
+
+
+def test_exchange_answers_each_request_of_one_datagram(world):
+    """Several requests in one datagram: each gets its own answer, a refusal in the middle stops
+    nothing after it, and the socket is clean for the next request."""
+    def go():
+        with Rtnl() as nl:
+            nl.link_add("br-x", "bridge")
+            idx = nl.link_get(name="br-x")["index"]
+            answers = nl.exchange([
+                rtnl.addr_msg(True, idx, AF_INET, "198.51.100.1", 24),
+                rtnl.addr_msg(True, idx, AF_INET, "198.51.100.1", 24),  # the same again: refused
+                rtnl.link_get_msg("no-such-dev"),
+                rtnl.link_set_msg(idx, up=True),
+                rtnl.link_get_msg("br-x"),
+                rtnl.addr_dump_msg(AF_INET),
+            ])
+            return idx, answers, nl.link_get(index=idx)
+
+    idx, answers, after = in_ns(world.netns_path(world.host), go)
+    errs = [e.code if e else 0 for _, e in answers]
+    assert errs == [0, errno.EEXIST, errno.ENODEV, 0, 0, 0]
+    assert rtnl.parse_link(answers[4][0][0])["index"] == idx and after["up"]
+    assert [a["address"] for a in rtnl.addrs_of(answers[5][0], AF_INET, idx)] == ["198.51.100.1"]
+
+
+def test_create_veth_replaces_a_stale_host_end_and_names_the_peer(world):
+    """A host end left by a killed ADD of the same attachment is replaced; the result carries
+    the container end's index (the echo's IFLA_LINK), so nothing is looked up over there."""
+    c = world.container(0)
+    cpath = world.netns_path(c)
+    sh("ip", "-n", world.host, "link", "add", "vh-s", "type", "veth", "peer", "name", "vh-s-old")
+
+    def go(cfd):
+        with Links() as links:
+            return links.create_veth("vh-s", "eth0", cfd, 1500, "02:00:00:00:00:05")
+
+    v = in_ns(world.netns_path(world.host), lambda: with_fd(cpath, go))
+    eth0 = ipj(c, "link", "show", "eth0")[0]
+    assert (v["link"], eth0["address"]) == (eth0["ifindex"], "02:00:00:00:00:05")
+    assert ipj(world.host, "link", "show", "vh-s")[0]["link_netnsid"] is not None
+    assert sh("ip", "-n", world.host, "link", "show", "vh-s-old", check=False).returncode != 0
+
+
+def test_configure_names_the_step_the_kernel_refused(world):
+    """Addresses, up and routes go in one datagram; a refused route is reported as that route."""
+    import ipaddress
+
+    from netplug.errors import SetupError
+
+    c = world.container(0)
+    sh("ip", "-n", c, "link", "add", "eth0", "type", "veth", "peer", "name", "p0")
+
+    def go():
+        with Links() as links:
+            idx = links.index("eth0")
+            with pytest.raises(SetupError, match="add route 0.0.0.0/0 via 192.0.2.1"):
+                links.configure(idx, [ipaddress.ip_interface("172.17.0.5/16")], [("0.0.0.0/0", "192.0.2.1")])
+            links.configure(idx, [ipaddress.ip_interface("172.17.0.5/16")], [("0.0.0.0/0", "172.17.0.1")])
+            return links.info(idx)["up"]
+
+    assert in_ns(world.netns_path(c), go) is True  # the address already there is no error
+    assert "default via 172.17.0.1 dev eth0" in sh("ip", "-n", c, "route").stdout
