@@ -167,3 +167,17 @@ def test_shim_forward_path_imports_no_os():
     code = f"import sys; sys.path[:0] = [{REPO!r}]\nimport netplug.shim\nprint('os' in sys.modules)\n"
     out = subprocess.run([sys.executable, "-I", "-S", "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_installed_plugin_loads_only_the_shim(cni_bin):
+    """The installed plugin file loads netplug/shim.py by file name: neither the `netplug`
+    package (a sys.path search and its __init__) nor `os` is imported before the reply."""
+    script = os.path.join(cni_bin, "netplug")
+    with open(script) as f:
+        python = f.readline()[2:].split()[0]
+    p = subprocess.run([python, "-IS", "-X", "importtime", script], capture_output=True, text=True,
+                       env={"CNI_COMMAND": "VERSION"}, timeout=30)
+    assert p.returncode == 0 and '"supportedVersions"' in p.stdout
+    imported = {line.split("|")[-1].strip() for line in p.stderr.splitlines() if "|" in line}
+    assert "encodings" in imported  # the listing was read (the interpreter's own imports)
+    assert not {"netplug", "os", "json", "socket"} & imported, imported
