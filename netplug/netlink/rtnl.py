@@ -301,7 +301,7 @@ class Rtnl:
         parts = []
         for mtype, body, flags in msgs:
             self.seq += 1
-            if not (mtype & 3 == 2 and flags & F_DUMP == F_DUMP):  # RTM_GET*: type % 4 == 2
+            if not ((mtype & 3) == 2 and (flags & F_DUMP) == F_DUMP):  # RTM_GET*: type % 4 == 2
                 flags |= F_ACK
             parts.append(_NLMSGHDR.pack(_NLMSGHDR.size + len(body), mtype, flags | F_REQUEST, self.seq, 0) + body)
         self.sock.send(b"".join(parts))
