@@ -166,28 +166,27 @@ class Links:
     # --- veth ---------------------------------------------------------------------------------
     def create_veth(self, host: str, peer: str, netns_fd: int, mtu: int, mac: str = "",
                     bridge_idx: int = 0, hairpin: bool = False) -> dict:
-        """The pair, its host end already a port of `bridge_idx` and up (one request instead of
-        three). Hairpin is set right after: no frame can cross before the peer is up. A host end
-        of the same name is a leftover of this attachment (names derive from it): it goes."""
-        try:
-            hv = self.nl.veth_add(host, peer, netns_fd, mtu, mac, master=bridge_idx, up=bool(bridge_idx))
-        except NetlinkError as e:
-            if e.code != errno.EEXIST:
-                raise SetupError(f"create veth {host}<->{peer}: {e.strerror}") from None
+        """The pair, its host end already a port of `bridge_idx` and up, and its hairpin flag:
+        one datagram (the peer stays down until configured, so no frame crosses before). A host
+        end of the same name is a leftover of this attachment (names derive from it): it goes."""
+        msgs = [rtnl.veth_msg(host, peer, netns_fd, mtu, mac, master=bridge_idx, up=bool(bridge_idx))]
+        if hairpin:
+            msgs.append(rtnl.bridge_port_msg(host, True))
+        (replies, err), *rest = self.nl.exchange(msgs)
+        if err is not None:
+            if err.code != errno.EEXIST:
+                raise SetupError(f"create veth {host}<->{peer}: {err.strerror}")
             if not self.delete(host):  # the host name is free, so it is the peer
-                raise ConfigError(f"interface {peer} already exists in the container's netns") from None
+                raise ConfigError(f"interface {peer} already exists in the container's netns")
             log.info("removed a stale %s", host)
             return self.create_veth(host, peer, netns_fd, mtu, mac, bridge_idx, hairpin)
-        if hv is not None and bridge_idx:  # echoed before the kernel enslaved it, in the same request
-            hv["master"] = bridge_idx
-        hv = hv or self.lookup(host)  # the kernel's echo spares this lookup
+        if rest and rest[0][1] is not None:
+            raise SetupError(f"hairpin on {host}: {rest[0][1].strerror}")
+        hv = rtnl.echoed_link(replies, host) or self.lookup(host)  # the echo spares a lookup
         if hv is None:
             raise SetupError(f"veth {host} vanished right after it was created")
-        if hairpin:
-            try:
-                self.nl.bridge_port_hairpin(hv["index"], True)
-            except NetlinkError as e:
-                raise SetupError(f"hairpin on {host}: {e.strerror}") from None
+        if bridge_idx:  # echoed before the kernel enslaved it, in the same request
+            hv["master"] = bridge_idx
         return hv
 
     def delete(self, name: str) -> bool:

@@ -33,15 +33,15 @@ NLMSGERR_ATTR_MSG = 1
 
 # attributes
 IFLA_ADDRESS, IFLA_IFNAME, IFLA_MTU, IFLA_LINK, IFLA_MASTER = 1, 3, 4, 5, 10
-IFLA_PROTINFO, IFLA_LINKINFO, IFLA_NET_NS_FD, IFLA_EXT_MASK = 12, 18, 28, 29
-IFLA_INFO_KIND, IFLA_INFO_DATA = 1, 2
+IFLA_LINKINFO, IFLA_NET_NS_FD, IFLA_EXT_MASK = 18, 28, 29
+IFLA_INFO_KIND, IFLA_INFO_DATA, IFLA_INFO_SLAVE_KIND, IFLA_INFO_SLAVE_DATA = 1, 2, 4, 5
 VETH_INFO_PEER = 1
 IFLA_BRPORT_MODE = 4  # hairpin
 RTEXT_FILTER_SKIP_STATS = 1 << 3
 IFA_ADDRESS, IFA_LOCAL, IFA_BROADCAST = 1, 2, 4
 RTA_DST, RTA_OIF, RTA_GATEWAY, RTA_TABLE = 1, 4, 5, 15
 
-AF_INET, AF_INET6, AF_BRIDGE = 2, 10, 7
+AF_INET, AF_INET6 = 2, 10
 IFF_UP, IFF_PROMISC = 0x1, 0x100
 RT_TABLE_MAIN = 254
 RTPROT_STATIC = 4
@@ -350,38 +350,15 @@ class Rtnl:
                  up: bool = False) -> dict | None:
         """Returns the new link as the kernel echoes it (index, mac, mtu; kernels >= 6.2), or
         None where the kernel does not echo."""
-        body = ifinfo(flags=IFF_UP if up else 0, change=IFF_UP if up else 0) + attr_str(IFLA_IFNAME, name)
-        if mtu:
-            body += attr_u32(IFLA_MTU, mtu)
-        if master:
-            body += attr_u32(IFLA_MASTER, master)
-        info = attr_str(IFLA_INFO_KIND, kind)
-        if peer:
-            info += nested(IFLA_INFO_DATA, nested(VETH_INFO_PEER, peer))
-        body += nested(IFLA_LINKINFO, info)
-        for reply in self.request(RTM_NEWLINK, body, F_CREATE | F_EXCL | F_ECHO):
-            link = parse_link(reply)
-            if link["name"] == name:
-                return link
-        return None
+        return echoed_link(self.request(*link_add_msg(name, kind, mtu, peer, master, up)), name)
 
     def veth_add(self, name: str, peer: str, peer_netns_fd: int, mtu: int = 0, peer_mac: str = "",
                  master: int = 0, up: bool = False) -> dict | None:
         """`master` and `up` apply to this (host) end, in the same request; the peer stays down."""
-        p = ifinfo() + attr_str(IFLA_IFNAME, peer) + attr_u32(IFLA_NET_NS_FD, peer_netns_fd)
-        if mtu:
-            p += attr_u32(IFLA_MTU, mtu)
-        if peer_mac:
-            p += attr(IFLA_ADDRESS, mac_bytes(peer_mac))
-        return self.link_add(name, "veth", mtu, p, master, up)
+        return echoed_link(self.request(*veth_msg(name, peer, peer_netns_fd, mtu, peer_mac, master, up)), name)
 
     def link_del(self, index: int) -> None:
         self.request(RTM_DELLINK, ifinfo(index))
-
-    def bridge_port_hairpin(self, index: int, on: bool) -> None:
-        # what `bridge link set dev X hairpin on` sends: AF_BRIDGE, IFLA_PROTINFO{IFLA_BRPORT_MODE}
-        body = ifinfo(index, family=AF_BRIDGE) + nested(IFLA_PROTINFO, attr(IFLA_BRPORT_MODE, bytes([on])))
-        self.request(RTM_SETLINK, body)
 
     # --- addresses and routes -----------------------------------------------------------------
     def addrs(self, family: int, index: int = 0) -> list[dict]:
@@ -439,6 +416,47 @@ def route_msg(family: int, dst: str, dst_len: int, oif: int, gateway: str = "") 
     if gateway:
         body += attr(RTA_GATEWAY, ip_bytes(family, gateway))
     return RTM_NEWROUTE, body, F_CREATE | F_EXCL
+
+
+def link_add_msg(name: str, kind: str, mtu: int = 0, peer: bytes = b"", master: int = 0,
+                 up: bool = False) -> tuple[int, bytes, int]:
+    body = ifinfo(flags=IFF_UP if up else 0, change=IFF_UP if up else 0) + attr_str(IFLA_IFNAME, name)
+    if mtu:
+        body += attr_u32(IFLA_MTU, mtu)
+    if master:
+        body += attr_u32(IFLA_MASTER, master)
+    info = attr_str(IFLA_INFO_KIND, kind)
+    if peer:
+        info += nested(IFLA_INFO_DATA, nested(VETH_INFO_PEER, peer))
+    body += nested(IFLA_LINKINFO, info)
+    return RTM_NEWLINK, body, F_CREATE | F_EXCL | F_ECHO
+
+
+def veth_msg(name: str, peer: str, peer_netns_fd: int, mtu: int = 0, peer_mac: str = "",
+             master: int = 0, up: bool = False) -> tuple[int, bytes, int]:
+    p = ifinfo() + attr_str(IFLA_IFNAME, peer) + attr_u32(IFLA_NET_NS_FD, peer_netns_fd)
+    if mtu:
+        p += attr_u32(IFLA_MTU, mtu)
+    if peer_mac:
+        p += attr(IFLA_ADDRESS, mac_bytes(peer_mac))
+    return link_add_msg(name, "veth", mtu, p, master, up)
+
+
+def bridge_port_msg(name: str, hairpin: bool) -> tuple[int, bytes, int]:
+    """A bridge port's hairpin flag, addressed by name, so it can follow the port's creation in
+    the same datagram: what `ip link set dev X type bridge_slave hairpin on` sends."""
+    slave = attr_str(IFLA_INFO_SLAVE_KIND, "bridge") + \
+        nested(IFLA_INFO_SLAVE_DATA, attr(IFLA_BRPORT_MODE, bytes([hairpin])))
+    return RTM_NEWLINK, ifinfo() + attr_str(IFLA_IFNAME, name) + nested(IFLA_LINKINFO, slave), 0
+
+
+def echoed_link(replies: list[bytes], name: str) -> dict | None:
+    """The link `name` among the replies to a creation with F_ECHO (None: the kernel did not echo)."""
+    for reply in replies:
+        link = parse_link(reply)
+        if link["name"] == name:
+            return link
+    return None
 
 
 def link_get_msg(name: str = "", index: int = 0) -> tuple[int, bytes, int]:

@@ -40,7 +40,7 @@ def test_veth_bridge_address_route_round_trip(world):
             nl.veth_add("vh-t", "eth7", cfd, 1400, "0a:58:ac:11:00:09")
             v = nl.link_get(name="vh-t")
             nl.link_set(v["index"], master=br["index"])
-            nl.bridge_port_hairpin(v["index"], True)
+            nl.request(*rtnl.bridge_port_msg("vh-t", True))
             nl.link_set(v["index"], up=True)
             nl.addr(True, br["index"], AF_INET, "172.17.0.1", 16)
             return br, nl.link_get(index=v["index"]), nl.addrs(AF_INET, br["index"])
