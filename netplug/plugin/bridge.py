@@ -131,8 +131,7 @@ def _reserve_ports_and_record(store: StateStore, nc: NetConf, req: Request, owne
             backend=backend.name if backend else "",
             port_mappings=[pm.to_json() for pm in nc.port_mappings]))
         for pm in nc.port_mappings:
-            store.claim_port(pm.protocol, pm.host_port, pm.host_ip,
-                             {"owner": owner, "container_id": req.container_id, "network": nc.name})
+            store.claim_port(pm.protocol, pm.host_port, pm.host_ip, owner)
     undo.push("attachment record", _forget, store, owner, nc.port_mappings)
 
 
