@@ -120,12 +120,14 @@ def containers(state_dir: str, data_dirs) -> dict:
     host-local compatible IPAM store (netplug-ipam, host-local)."""
     out = {}
     for path in glob.glob(os.path.join(state_dir, "*", "*.json")):
-        try:
+        try:  # the record's line, then the line its ADD's end appended (the addresses)
             with open(path) as f:
-                a = json.load(f)
-        except (OSError, ValueError):
+                lines = f.read().split("\n", 1)
+            a = json.loads(lines[0])
+            ips = json.loads(lines[1])["ips"] if len(lines) > 1 else a.get("ips", [])
+        except (OSError, ValueError, KeyError, TypeError):
             continue
-        for ip in a.get("ips", []):
+        for ip in ips:
             out[ip.split("/")[0]] = {"container_id": a["container_id"], "network": a["network"],
                                      "ifname": a.get("ifname", "")}
     for d in data_dirs:

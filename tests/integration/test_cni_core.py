@@ -104,7 +104,7 @@ def test_failure_after_ipam_rolls_back(world):  # item 19, issue acceptance 4
     assert {f: open(os.path.join(store, f), "rb").read() for f in ipam_files(world)} == before
     assert "eth0" not in links(c)
     assert not [f for f in os.listdir(os.path.join(world.tmp, "state", "testnet")) if "json" in f
-                and json.load(open(os.path.join(world.tmp, "state", "testnet", f)))["container_id"] == "c1"]
+                and json.loads(open(os.path.join(world.tmp, "state", "testnet", f)).readline())["container_id"] == "c1"]
 
 
 def test_injected_failure_after_veth_rolls_back(world):
