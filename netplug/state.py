@@ -165,24 +165,23 @@ class StateStore:
 
 def _read(path: str) -> Attachment | None:
     try:
-        head, _, end = read_small(path).partition("\n")
+        text = read_small(path)
     except FileNotFoundError:
         return None
     try:
-        a = Attachment(**loads(head))
+        a = Attachment(**head_of(text))
     except (ValueError, TypeError):
         os.unlink(path)  # torn or foreign file: the owner's rules are still found by hash
         return None
-    if end:
-        try:
-            a.ips, a.complete = loads(end)["ips"], True
-        except (ValueError, TypeError, KeyError):
-            pass  # an end torn by a crash while it was written: the ADD did not finish
+    ips = end_of(text)
+    if ips is not None:
+        a.ips, a.complete = ips, True
         return a
-    try:  # an end written by an earlier build
+    try:  # no end line (an ADD still running, killed before its end, or torn while writing
+        # it): an earlier build may have written the end as a file of its own
         a.ips, a.complete = loads(read_small(_done_of(path)))["ips"], True
     except FileNotFoundError:
-        pass  # an ADD still running, or killed before its end
+        pass
     except (ValueError, TypeError, KeyError):
         os.unlink(_done_of(path))
     return a
@@ -191,6 +190,15 @@ def _read(path: str) -> Attachment | None:
 def head_of(text: str) -> dict:
     """The record line of a record's (or port claim's) text, without its end line."""
     return loads(text.partition("\n")[0])
+
+
+def end_of(text: str) -> list[str] | None:
+    """The addresses in a record's end line; None while there is none (or it is torn)."""
+    end = text.partition("\n")[2]
+    try:
+        return loads(end)["ips"] if end else None
+    except (ValueError, TypeError, KeyError):
+        return None
 
 
 def _listdir(d: str) -> list[str]:

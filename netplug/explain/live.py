@@ -10,6 +10,7 @@ import subprocess
 from contextlib import contextmanager
 
 from ..netlink import ns
+from ..state import end_of, head_of
 from .analyze import Context
 from .model import Ruleset
 from .parse_nft import parse_nft_json
@@ -120,14 +121,13 @@ def containers(state_dir: str, data_dirs) -> dict:
     host-local compatible IPAM store (netplug-ipam, host-local)."""
     out = {}
     for path in glob.glob(os.path.join(state_dir, "*", "*.json")):
-        try:  # the record's line, then the line its ADD's end appended (the addresses)
+        try:
             with open(path) as f:
-                lines = f.read().split("\n", 1)
-            a = json.loads(lines[0])
-            ips = json.loads(lines[1])["ips"] if len(lines) > 1 else a.get("ips", [])
-        except (OSError, ValueError, KeyError, TypeError):
+                text = f.read()
+            a = head_of(text)
+        except (OSError, ValueError):
             continue
-        for ip in ips:
+        for ip in end_of(text) or a.get("ips", []):
             out[ip.split("/")[0]] = {"container_id": a["container_id"], "network": a["network"],
                                      "ifname": a.get("ifname", "")}
     for d in data_dirs:

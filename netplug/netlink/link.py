@@ -73,10 +73,10 @@ class Links:
                 return None
             raise SetupError(f"look up {name}: {e.strerror}") from None
 
-    def lookup_with_addresses(self, name: str, families: set[int]) -> tuple[dict | None, dict[int, list]]:
-        """lookup(name) and, if it exists, its addresses of each family: one datagram, one wait."""
-        fams = sorted(families)
-        answers = self.nl.exchange([rtnl.link_get_msg(name)] + [rtnl.addr_dump_msg(f) for f in fams])
+    def lookup_with_addresses(self, name: str, versions: set[int]) -> tuple[dict | None, dict[int, list]]:
+        """lookup(name) and, if it exists, its addresses of each IP version: one datagram, one wait."""
+        fams = {v: AF_INET if v == 4 else AF_INET6 for v in sorted(versions)}
+        answers = self.nl.exchange([rtnl.link_get_msg(name)] + [rtnl.addr_dump_msg(f) for f in fams.values()])
         replies, err = answers[0]
         if err is not None:
             if err.code == errno.ENODEV:
@@ -84,11 +84,11 @@ class Links:
             raise SetupError(f"look up {name}: {err.strerror}")
         link = rtnl.parse_link(replies[0])
         held = {}
-        for fam, (bodies, err) in zip(fams, answers[1:]):
+        for (v, fam), (bodies, err) in zip(fams.items(), answers[1:]):
             if err is not None:
                 raise SetupError(f"list addresses of {name}: {err.strerror}")
-            held[fam] = [ipaddress.ip_interface(f"{a['address']}/{a['prefixlen']}")
-                         for a in rtnl.addrs_of(bodies, fam, link["index"])]
+            held[v] = [ipaddress.ip_interface(f"{a['address']}/{a['prefixlen']}")
+                       for a in rtnl.addrs_of(bodies, fam, link["index"])]
         return link, held
 
     def info(self, index: int) -> dict:

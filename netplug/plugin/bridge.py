@@ -144,7 +144,7 @@ def _forget(store: StateStore, owner: str, mappings: list[PortMapping]) -> None:
 
 def _add(req, nc, owner, store, cont_fd, backend, undo) -> Result:
     from ..netlink.link import Links
-    from ..netlink.rtnl import AF_INET, AF_INET6, random_mac
+    from ..netlink.rtnl import random_mac
 
     undo_log: list = []
     try:
@@ -158,10 +158,9 @@ def _add(req, nc, owner, store, cont_fd, backend, undo) -> Result:
     gws = [ipaddress.ip_interface(f"{ip.gateway}/{ip.address.network.prefixlen}")
            for ip in ipam_res.ips if nc.is_gateway and ip.gateway]
     with Links() as host:
-        br, held = host.lookup_with_addresses(nc.bridge, {AF_INET if g.version == 4 else AF_INET6 for g in gws})
+        br, held = host.lookup_with_addresses(nc.bridge, {g.version for g in gws})
         if br is not None:
             refuse_non_bridge(nc.bridge, br)
-        held = {4 if fam == AF_INET else 6: addrs for fam, addrs in held.items()}
         # Before creating anything, a clash with a host route is fatal. A bridge that already
         # holds its gateways had its subnets checked when they were added (Docker also checks a
         # network's subnet once); `netplug explain --check` reports a route added later.
