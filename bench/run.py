@@ -25,6 +25,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 REF_BIN = "/usr/lib/cni"
+REF = "reference (bridge+host-local+portmap)"
 PY = sys.executable
 TIME = "/usr/bin/time"  # GNU time (scripts/setup.sh installs it)
 sys.path.insert(0, REPO)
@@ -166,16 +167,21 @@ class Netplug(Impl):
 
 
 class Reference(Impl):
-    def __init__(self, tmp):
-        super().__init__("reference (bridge+host-local+portmap)", "ref", tmp)
+    """The chain the issue names. With `firewall`, also the firewall plugin (podman's CNI
+    default chain has it): the FORWARD accepts for the subnet that netplug's ADD installs too.
+    That column is printed for N=1 only, for information; targets use the issue's chain."""
+
+    def __init__(self, tmp, firewall=False):
+        name, tag = ("reference + firewall plugin", "reffw") if firewall else (REF, "ref")
+        super().__init__(name, tag, tmp)
         self.cni_path = REF_BIN
-        self.data = os.path.join(tmp, "ipam-ref")
+        self.data = os.path.join(tmp, f"ipam-{tag}")
         self.plugins = [
             {"type": "bridge", "bridge": "cni0", "isGateway": True, "ipMasq": True, "hairpinMode": True,
              "ipam": {"type": "host-local", "ranges": [[{"subnet": "172.17.0.0/16"}]],
                       "routes": [{"dst": "0.0.0.0/0"}], "dataDir": self.data}},
             {"type": "portmap", "capabilities": {"portMappings": True}, "snat": True},
-        ]
+        ] + ([{"type": "firewall", "backend": "iptables"}] if firewall else [])
         self.results = {}
 
     def _conf(self, p, port, prev=None):
@@ -366,14 +372,18 @@ def main():
     impls = []
     try:
         # fresh implementations per phase, so each phase starts from an empty host
-        def fresh():
+        def fresh(single=False):
             for i in impls:
                 i.close()
-            impls[:] = [Netplug(tmp), Reference(tmp)] + ([] if a.no_nodaemon else [Netplug(tmp, daemon=False)])
+            impls[:] = [Netplug(tmp), Reference(tmp)]
+            if single:
+                impls.append(Reference(tmp, firewall=True))
+                if not a.no_nodaemon:
+                    impls.append(Netplug(tmp, daemon=False))
             return impls
 
         if a.only == "single":
-            single = run_single(fresh()[:2], a.repeat)
+            single = run_single(fresh(single=True), a.repeat)
             print(json.dumps({k: {op: stats(v[op]) for op in ("ADD", "CHECK", "DEL")} for k, v in single.items()} |
                              {"plugin_peak_rss_mb": plugin_peak_rss(impls)}, indent=1))
             return
@@ -384,7 +394,7 @@ def main():
                 "ADD": stats(v["ADD"]), "DEL": stats(v["DEL"])} for k, v in seq.items()}, indent=1, default=str))
             return
         print(f"N=1 x{a.repeat} ...", file=sys.stderr)
-        single = run_single(fresh(), a.repeat)
+        single = run_single(fresh(single=True), a.repeat)
         report["single"] = {k: {op: stats(v[op]) for op in ("ADD", "CHECK", "DEL")} |
                             {"check_failures": v["check_failures"], "errors": v["errors"]} for k, v in single.items()}
         report["plugin_peak_rss_mb"] = plugin_peak_rss(impls)
@@ -408,7 +418,7 @@ def main():
 
 
 def targets(r):
-    np_, ref = "netplug", "reference (bridge+host-local+portmap)"
+    np_, ref = "netplug", REF
     nd = "netplug (no daemon)"
     s, q, c = r["single"], r["sequential"], r["concurrent"]
     out = {}
@@ -458,11 +468,16 @@ def render(r):
     for k in ("add_per_s", "del_per_s", "errors", "duplicate_addresses", "leftovers"):
         lines.append(f"  {k:26}" + "".join(f"{str(r['concurrent'][n][k]):>28}" for n in r["concurrent"]))
     lines.append("")
-    np_, ref = "netplug", "reference (bridge+host-local+portmap)"
+    np_, ref = "netplug", REF
     for run, d in (("N=1", r["single"]), ("N=" + str(r["params"]["n"]), r["sequential"])):
         ratios = ", ".join(f"{op} {d[np_][op]['median_ms'] / d[ref][op]['median_ms']:.2f}"
                            for op in ("ADD", "CHECK", "DEL"))
         lines.append(f"median ratio netplug / reference, {run}: {ratios}")
+    fw = "reference + firewall plugin"
+    if fw in r["single"]:  # information only: the targets use the issue's chain
+        ratios = ", ".join(f"{op} {r['single'][np_][op]['median_ms'] / r['single'][fw][op]['median_ms']:.2f}"
+                           for op in ("ADD", "CHECK", "DEL"))
+        lines.append(f"(information) median ratio netplug / {fw}, N=1: {ratios}")
     lines.append("")
     lines.append("targets:")
     for k, v in r["targets"].items():
