@@ -26,6 +26,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 REF_BIN = "/usr/lib/cni"
 REF = "reference (bridge+host-local+portmap)"
+REF_FW = "reference + firewall plugin"  # N=1 only, information: targets use REF
 PY = sys.executable
 TIME = "/usr/bin/time"  # GNU time (scripts/setup.sh installs it)
 sys.path.insert(0, REPO)
@@ -172,7 +173,7 @@ class Reference(Impl):
     That column is printed for N=1 only, for information; targets use the issue's chain."""
 
     def __init__(self, tmp, firewall=False):
-        name, tag = ("reference + firewall plugin", "reffw") if firewall else (REF, "ref")
+        name, tag = (REF_FW, "reffw") if firewall else (REF, "ref")
         super().__init__(name, tag, tmp)
         self.cni_path = REF_BIN
         self.data = os.path.join(tmp, f"ipam-{tag}")
@@ -468,16 +469,14 @@ def render(r):
     for k in ("add_per_s", "del_per_s", "errors", "duplicate_addresses", "leftovers"):
         lines.append(f"  {k:26}" + "".join(f"{str(r['concurrent'][n][k]):>28}" for n in r["concurrent"]))
     lines.append("")
-    np_, ref = "netplug", REF
+    def ratios(d, other):
+        return ", ".join(f"{op} {d['netplug'][op]['median_ms'] / d[other][op]['median_ms']:.2f}"
+                         for op in ("ADD", "CHECK", "DEL"))
+
     for run, d in (("N=1", r["single"]), ("N=" + str(r["params"]["n"]), r["sequential"])):
-        ratios = ", ".join(f"{op} {d[np_][op]['median_ms'] / d[ref][op]['median_ms']:.2f}"
-                           for op in ("ADD", "CHECK", "DEL"))
-        lines.append(f"median ratio netplug / reference, {run}: {ratios}")
-    fw = "reference + firewall plugin"
-    if fw in r["single"]:  # information only: the targets use the issue's chain
-        ratios = ", ".join(f"{op} {r['single'][np_][op]['median_ms'] / r['single'][fw][op]['median_ms']:.2f}"
-                           for op in ("ADD", "CHECK", "DEL"))
-        lines.append(f"(information) median ratio netplug / {fw}, N=1: {ratios}")
+        lines.append(f"median ratio netplug / reference, {run}: {ratios(d, REF)}")
+    if REF_FW in r["single"]:
+        lines.append(f"(information) median ratio netplug / {REF_FW}, N=1: {ratios(r['single'], REF_FW)}")
     lines.append("")
     lines.append("targets:")
     for k, v in r["targets"].items():
