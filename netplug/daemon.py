@@ -1,7 +1,8 @@
 """netplugd: keeps imports and libraries loaded so each CNI call costs milliseconds.
 
-Serves a root-only unix socket. Each request carries an fd of the caller's network namespace;
-a worker thread enters it, runs the same `dispatch` as the exec'd plugin, and leaves.
+Serves a root-only FIFO (callers in its own pid namespace, see shim.py) and a root-only unix
+socket (any caller). Either way a worker thread enters the caller's network namespace, runs the
+same `dispatch` as the exec'd plugin, and leaves.
 """
 
 import array
@@ -14,7 +15,7 @@ import threading
 
 from .cni.skel import dispatch
 from .netlink import ns
-from .shim import SOCKET, decode_request
+from .shim import ACK, PIPE_BUF, SOCKET, decode_frame, decode_request, fifo_path
 from .log import log
 
 MAX_REQUEST = 16 * 1024 * 1024
@@ -49,10 +50,77 @@ def handle(conn: socket.socket) -> None:
         env.setdefault("PATH", os.environ.get("PATH", ""))
         with ns.entered(fds[0]):
             out, rc = dispatch(env, stdin, plugin)
+        log.debug("%s %s: served over the socket", plugin, env.get("CNI_COMMAND"))
         _reply(conn, out, rc)
     finally:
         for fd in fds:
             os.close(fd)
+
+
+def handle_frame(body: bytes) -> None:
+    """One request from the FIFO. The caller is found by pid and proven by the pipe it named:
+    until it has our ACK it holds that pipe itself, so a pid reused by another process cannot
+    hold the same pipe inode."""
+    pid, reply_fd, ino, request = decode_frame(body)
+    where = f"/proc/{pid}/fd/{reply_fd}"
+    try:
+        if os.stat(where).st_ino != ino:  # checked before opening: never open someone's tty
+            return
+        if os.stat(f"/proc/{pid}").st_uid != 0:
+            log.warning("netplugd: FIFO request from pid %d, not root: ignored", pid)
+            return
+        out = os.open(where, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:  # the caller gave up (ACK_TIMEOUT) or is gone
+        return
+    try:
+        if os.fstat(out).st_ino != ino:
+            return
+        os.set_blocking(out, True)
+        netns = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            if os.stat(where).st_ino != ino:  # the caller left between the two opens
+                return
+            os.write(out, ACK)  # the caller may let go of its write end now, not before
+            plugin, env, stdin = decode_request(request)
+            env.setdefault("PATH", os.environ.get("PATH", ""))
+            with ns.entered(netns):
+                text, rc = dispatch(env, stdin, plugin)
+            log.debug("%s %s for pid %d: served over the FIFO", plugin, env.get("CNI_COMMAND"), pid)
+        finally:
+            os.close(netns)
+        reply = rc.to_bytes(4, "big", signed=True) + text.encode()
+        while reply:
+            reply = reply[os.write(out, reply):]
+    except (BrokenPipeError, FileNotFoundError):  # the caller was killed meanwhile
+        pass
+    finally:
+        os.close(out)
+
+
+class FifoReader:
+    """Frames off the FIFO, one reader at a time: each frame arrived whole (one write of at
+    most PIPE_BUF), so its length and body are two reads."""
+
+    def __init__(self, path: str):
+        self.fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)  # read-write: never EOF, never blocks
+        self.lock = threading.Lock()
+
+    def next(self) -> bytes:
+        with self.lock:
+            head = os.read(self.fd, 4)
+            n = int.from_bytes(head, "big")
+            if len(head) != 4 or not 16 <= n <= PIPE_BUF:
+                log.error("netplugd: malformed FIFO frame (%r): dropping what is queued", head)
+                os.set_blocking(self.fd, False)
+                try:
+                    os.read(self.fd, 65536)
+                except BlockingIOError:
+                    pass
+                finally:
+                    os.set_blocking(self.fd, True)
+                return b""
+            body = os.read(self.fd, n)
+        return body if len(body) == n else b""
 
 
 def _peer_uid(conn: socket.socket) -> int:
@@ -66,16 +134,18 @@ def _reply(conn, out: str, rc: int) -> None:
     conn.sendall(rc.to_bytes(4, "big", signed=True) + out.encode())
 
 
-class AcceptPool:
-    """Worker threads that each block in accept() and serve what they accept.
+class WorkerPool:
+    """Worker threads that each block waiting for a request and serve what they get.
 
-    A thread per request would cost its start (~0.4 ms here) on every CNI call. Instead the kernel
-    hands each connection to one waiting worker; a worker that takes the last idle slot starts a
-    replacement first, so a slow request (a delegated IPAM plugin, a lock wait) never holds up
-    the next one, and workers beyond `spare` idle ones leave after their request."""
+    A thread per request would cost its start (~0.4 ms here) on every CNI call. Instead each
+    request goes to one waiting worker (the kernel picks among those in accept(); the FIFO's
+    lock among those reading it); a worker that takes the last idle slot starts a replacement
+    first, so a slow request (a delegated IPAM plugin, a lock wait) never holds up the next one,
+    and workers beyond `spare` idle ones leave after their request. `wait()` raising OSError
+    means the source was closed: shutting down."""
 
-    def __init__(self, sock: socket.socket, serve_one, spare: int = 4):
-        self.sock, self.serve_one, self.spare = sock, serve_one, spare
+    def __init__(self, wait, serve_one, spare: int = 4):
+        self.wait, self.serve_one, self.spare = wait, serve_one, spare
         self.lock = threading.Lock()
         self.idle = 0
         for _ in range(spare):
@@ -89,8 +159,8 @@ class AcceptPool:
     def _work(self) -> None:
         while True:
             try:
-                conn, _ = self.sock.accept()
-            except OSError:  # the listening socket was closed: shutting down
+                request = self.wait()
+            except OSError:
                 with self.lock:
                     self.idle -= 1
                 return
@@ -100,48 +170,63 @@ class AcceptPool:
             if last:
                 self._start()
             try:
-                self.serve_one(conn)
+                self.serve_one(request)
             except Exception:  # one broken request must not take the worker down
                 import traceback
 
                 log.error("request failed: %s", traceback.format_exc())
-            finally:
-                conn.close()
             with self.lock:
                 if self.idle >= self.spare:
                     return
                 self.idle += 1
 
 
+def _serve_conn(conn: socket.socket) -> None:
+    try:
+        handle(conn)
+    finally:
+        conn.close()
+
+
+def _serve_frame(body: bytes) -> None:
+    if body:
+        handle_frame(body)
+
+
 def serve(path: str = SOCKET) -> None:
     from .log import setup
 
-    setup("INFO")
+    setup("INFO")  # NETPLUG_LOG=DEBUG: one line per request, with the channel it came over
     _warm_imports()
     os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-    if os.path.exists(path):
-        os.unlink(path)
-    old = os.umask(0o077)  # the socket is root-only (0600)
+    fifo = fifo_path(path, os.stat("/proc/self/ns/pid").st_ino)
+    for old_file in (path, fifo):
+        if os.path.lexists(old_file):
+            os.unlink(old_file)
+    old = os.umask(0o077)  # the socket and the FIFO are root-only (0600)
     try:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.bind(path)
+        os.mkfifo(fifo, 0o600)
     finally:
         os.umask(old)
     sock.listen(128)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    AcceptPool(sock, handle)
-    log.info("netplugd listening on %s (pid %d)", path, os.getpid())
+    WorkerPool(lambda: sock.accept()[0], _serve_conn)
+    WorkerPool(FifoReader(fifo).next, _serve_frame)
+    log.info("netplugd listening on %s and %s (pid %d)", path, fifo, os.getpid())
     try:
         while not stop.wait(3600):
             pass
     finally:
         sock.close()
-        try:
-            os.unlink(path)
-        except FileNotFoundError:
-            pass
+        for f in (fifo, path):  # callers that find neither do the work themselves
+            try:
+                os.unlink(f)
+            except FileNotFoundError:
+                pass
 
 
 def _warm_imports() -> None:

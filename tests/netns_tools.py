@@ -209,13 +209,14 @@ def run_chain(world, command, conflist, cid, ns, ifname="eth0", prev=None, env=N
 class Daemon:
     """netplugd started in a netns of its own: requests must be served in the caller's netns."""
 
-    def __init__(self, world, socket_dir=None):
+    def __init__(self, world, socket_dir=None, log_file=None):
         self.ns = world.add_ns("d")
         self.socket = os.path.join(socket_dir or world.tmp, "netplugd.sock")
         exe = os.path.join(os.path.dirname(PY), "netplugd")
+        env = dict(os.environ, NETPLUG_LOG="DEBUG", NETPLUG_LOG_FILE=log_file) if log_file else None
         self.proc = subprocess.Popen(["nsenter", f"--net=/run/netns/{self.ns}", "--", exe,
                                       "--socket", self.socket],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
         world.procs.append(self.proc)
         deadline = time.monotonic() + 20
         while not os.path.exists(self.socket):

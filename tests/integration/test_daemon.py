@@ -1,14 +1,18 @@
 """netplugd: same results as in-process, served in the caller's namespace, root-only socket."""
 
 import concurrent.futures as cf
+import json
 import os
 import shutil
 import stat
 import subprocess
 import tempfile
+import time
 
 import pytest
 from netns_tools import Daemon, netplug_conf, nsexec
+
+from netplug.shim import ACK_TIMEOUT, PIPE_BUF, decode_frame, decode_request, encode_frame, encode_request, fifo_path
 
 pytestmark = pytest.mark.netns
 
@@ -69,6 +73,112 @@ def test_socket_is_root_only(world, tmp_path_factory):
         assert "root only" in out.stdout, out
     finally:
         shutil.rmtree(d, ignore_errors=True)
+
+
+def _fifo(socket_path):
+    return fifo_path(socket_path, os.stat("/proc/self/ns/pid").st_ino)
+
+
+def _log(path):
+    with open(path) as f:
+        return f.read()
+
+
+def test_plugin_reaches_daemon_over_fifo_or_socket(world):
+    """Callers in the daemon's pid namespace come over its root-only FIFO; a request too long for
+    one atomic write comes over the socket; the results are the same."""
+    log_file = os.path.join(world.tmp, "netplugd.log")
+    daemon = Daemon(world, log_file=log_file)
+    st = os.stat(_fifo(daemon.socket))
+    assert stat.S_ISFIFO(st.st_mode) and stat.S_IMODE(st.st_mode) == 0o600 and st.st_uid == 0
+    conf = netplug_conf(world)
+    c1 = world.container(1)
+    r = world.cni("ADD", conf, "c1", c1, env=daemon.env)
+    assert r.rc == 0, r
+    assert "netplug0" in nsexec(world.host, "ip", "-br", "link").stdout
+    assert "netplug ADD for pid" in _log(log_file) and "served over the FIFO" in _log(log_file)
+    long = dict(conf, prevResult=r.json, padding="x" * PIPE_BUF)
+    assert world.cni("CHECK", long, "c1", c1, env=daemon.env).rc == 0
+    assert "netplug CHECK: served over the socket" in _log(log_file)
+    assert world.cni("DEL", conf, "c1", c1, env=daemon.env).rc == 0
+    assert "netplug DEL for pid" in _log(log_file)
+    for _ in range(8):  # each one served by the daemon, none fell back to in-process
+        assert world.cni("ADD", conf, "c1", c1, env=daemon.env).rc == 0
+        assert world.cni("DEL", conf, "c1", c1, env=daemon.env).rc == 0
+    assert _log(log_file).count("served over the FIFO") == 2 + 16
+    daemon.proc.terminate()
+    assert daemon.proc.wait(10) == 0
+    assert not os.path.exists(_fifo(daemon.socket)) and not os.path.exists(daemon.socket)
+
+
+def test_fifo_without_a_daemon_is_passed_by(world):
+    """A FIFO left by a killed daemon has no reader: the plugin does the work itself, at once."""
+    sock = os.path.join(world.tmp, "gone.sock")
+    os.mkfifo(_fifo(sock), 0o600)
+    t0 = time.monotonic()
+    r = world.cni("ADD", netplug_conf(world), "c1", world.container(1),
+                  env={"NETPLUG_SOCKET": sock, "NETPLUG_NO_DAEMON": ""})
+    assert r.rc == 0, r
+    assert time.monotonic() - t0 < ACK_TIMEOUT
+
+
+def test_unacknowledged_fifo_request_is_done_in_process(world):
+    """A reader that never takes the request (a daemon hung or gone with requests queued)
+    costs ACK_TIMEOUT, then the plugin does the work itself; it never hangs."""
+    sock = os.path.join(world.tmp, "hung.sock")
+    fifo = _fifo(sock)
+    os.mkfifo(fifo, 0o600)
+    reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        t0 = time.monotonic()
+        r = world.cni("ADD", netplug_conf(world), "c1", world.container(1),
+                      env={"NETPLUG_SOCKET": sock, "NETPLUG_NO_DAEMON": ""})
+        took = time.monotonic() - t0
+        assert r.rc == 0 and r.json["ips"], r
+        assert ACK_TIMEOUT <= took < ACK_TIMEOUT + 10
+        frame = os.read(reader, 65536)
+        _, _, _, request = decode_frame(frame[4:])
+        plugin, env, _ = decode_request(request)
+        assert plugin == "netplug" and env["CNI_COMMAND"] == "ADD" and env["CNI_CONTAINERID"] == "c1"
+    finally:
+        os.close(reader)
+
+
+def test_daemon_acts_only_for_the_holder_of_the_named_pipe(world):
+    """The FIFO names a pid and a pipe: a frame whose pid does not hold that pipe, or whose
+    process is not root, gets no answer and changes nothing."""
+    log_file = os.path.join(world.tmp, "netplugd.log")
+    daemon = Daemon(world, log_file=log_file)
+    conf = netplug_conf(world)
+    c1 = world.container(1)
+    env = {"CNI_COMMAND": "ADD", "CNI_CONTAINERID": "x1", "CNI_IFNAME": "eth0", "CNI_NETNS": world.netns_path(c1)}
+    request = encode_request("netplug", env, json.dumps(conf).encode())
+    r, w = os.pipe()
+    nobody = subprocess.Popen(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "/usr/bin/python3",
+                               "-c", "import os,sys\nr,w=os.pipe()\nprint(w, os.fstat(w).st_ino, flush=True)\n"
+                               "sys.stdin.read()"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        nfd, nino = map(int, nobody.stdout.readline().split())
+        fifo = os.open(_fifo(daemon.socket), os.O_WRONLY)
+        os.write(fifo, encode_frame(os.getpid(), w, os.fstat(w).st_ino + 1, request))  # not our pipe
+        os.write(fifo, encode_frame(nobody.pid, nfd, nino, request))  # not root
+        os.close(fifo)
+        deadline = time.monotonic() + 10
+        while "not root" not in _log(log_file):
+            assert time.monotonic() < deadline, _log(log_file)
+            time.sleep(0.05)
+        os.set_blocking(r, False)
+        with pytest.raises(BlockingIOError):
+            os.read(r, 100)
+        assert "served" not in _log(log_file)
+        assert "netplug0" not in nsexec(world.host, "ip", "-br", "link").stdout
+    finally:
+        nobody.kill()
+        nobody.wait()
+        os.close(r)
+        os.close(w)
+    ok = world.cni("ADD", conf, "c1", c1, env=daemon.env)  # and it still serves
+    assert ok.rc == 0 and "served over the FIFO" in _log(log_file), ok
 
 
 def test_fallback_when_daemon_dies(world, daemon):
