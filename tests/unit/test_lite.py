@@ -181,3 +181,24 @@ def test_installed_plugin_loads_only_the_shim(cni_bin):
     imported = {line.split("|")[-1].strip() for line in p.stderr.splitlines() if "|" in line}
     assert "encodings" in imported  # the listing was read (the interpreter's own imports)
     assert not {"netplug", "os", "json", "socket"} & imported, imported
+
+
+def test_installed_plugin_starts_from_its_own_prefix(cni_bin):
+    """The plugins' interpreter runs from <venv>/netplug-plugin-python, whose first sys.path
+    entry holds `encodings` alone: Python's start finds it there without listing the stdlib.
+    The stdlib, C extensions and the venv's packages resolve as with the venv's interpreter."""
+    with open(os.path.join(cni_bin, "netplug")) as f:
+        python = f.readline()[2:].split()[0]
+    assert python == os.path.join(sys.prefix, "netplug-plugin-python", "bin", "python3")
+    code = ("import sys, os, encodings, json, ctypes, sysconfig\n"
+            "print(os.listdir(sys.path[0]), encodings.__file__.startswith(sys.path[0]),"
+            " os.path.realpath(sys.path[1]) == os.path.realpath(sysconfig.get_paths()['stdlib']))")
+    out = subprocess.run([python, "-IS", "-c", code], capture_output=True, text=True, env={}, check=True)
+    assert out.stdout.split() == ["['encodings']", "True", "True"], out
+
+
+def test_install_with_another_interpreter_names_it_as_is(tmp_path):
+    from netplug.install import shim_text, plugin_python
+
+    assert plugin_python("/usr/bin/python3") == "/usr/bin/python3"
+    assert shim_text("netplug", "/usr/bin/python3").startswith("#!/usr/bin/python3 -IS\n")
