@@ -98,29 +98,28 @@ def handle_frame(body: bytes) -> None:
 
 
 class FifoReader:
-    """Frames off the FIFO, one reader at a time: each frame arrived whole (one write of at
-    most PIPE_BUF), so its length and body are two reads."""
+    """Frames off the FIFO. Each is one write of exactly PIPE_BUF bytes, which a pipe keeps
+    whole, so one read of PIPE_BUF is one frame and any number of workers may wait in read()
+    (the kernel wakes one per frame): no lock to hand over when a request arrives."""
 
     def __init__(self, path: str):
         self.fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)  # read-write: never EOF, never blocks
-        self.lock = threading.Lock()
 
     def next(self) -> bytes:
-        with self.lock:
-            head = os.read(self.fd, 4)
-            n = int.from_bytes(head, "big")
-            if len(head) != 4 or not 16 <= n <= PIPE_BUF:
-                log.error("netplugd: malformed FIFO frame (%r): dropping what is queued", head)
-                os.set_blocking(self.fd, False)
-                try:
-                    os.read(self.fd, 65536)
-                except BlockingIOError:
-                    pass
-                finally:
-                    os.set_blocking(self.fd, True)
-                return b""
-            body = os.read(self.fd, n)
-        return body if len(body) == n else b""
+        frame = os.read(self.fd, PIPE_BUF)
+        n = int.from_bytes(frame[:4], "big")
+        if len(frame) == PIPE_BUF and 16 <= n <= PIPE_BUF - 4:
+            return frame[4:4 + n]
+        log.error("netplugd: malformed FIFO frame (%d bytes, %r): dropping what is queued", len(frame), frame[:4])
+        os.set_blocking(self.fd, False)
+        try:
+            while os.read(self.fd, 65536):
+                pass
+        except BlockingIOError:
+            pass
+        finally:
+            os.set_blocking(self.fd, True)
+        return b""
 
 
 def _peer_uid(conn: socket.socket) -> int:

@@ -7,7 +7,7 @@ namespace; otherwise it does the work in-process. Both paths run the same `dispa
 are identical. Two ways to reach the daemon:
 
 - its FIFO, named after the daemon's pid namespace: the request goes in one atomic write
-  (<= PIPE_BUF) with our pid and a pipe of ours, and the daemon finds our network namespace and
+  (of PIPE_BUF bytes) with our pid and a pipe of ours, and the daemon finds our network namespace and
   that pipe under /proc/<pid>. It needs only `posix`: `import _socket` and a socket's setup cost
   ~0.6 ms of each exec here. The daemon acknowledges before it works, and until then we hold our
   pipe's write end ourselves, so a daemon that never takes the request costs ACK_TIMEOUT, not a
@@ -17,7 +17,8 @@ are identical. Two ways to reach the daemon:
 
 Wire format (all integers big-endian):
   request  = u32 header_len, header, stdin     header = plugin NUL K=V NUL K=V ...
-  FIFO     = u32 frame_len, u32 pid, u32 reply_fd, u64 reply_pipe_inode, request
+  FIFO     = u32 body_len, body = (u32 pid, u32 reply_fd, u64 reply_pipe_inode, request),
+             zeros up to PIPE_BUF
   response = i32 exit_code, stdout             (on the pipe: one ACK byte first)
 """
 
@@ -63,9 +64,14 @@ def fifo_path(socket_path: str, pidns: int) -> str:
     return f"{base}.{pidns}.fifo"
 
 
-def encode_frame(pid: int, reply_fd: int, reply_ino: int, request: bytes) -> bytes:
+def encode_frame(pid: int, reply_fd: int, reply_ino: int, request: bytes) -> bytes | None:
+    """Exactly PIPE_BUF bytes (None if the request does not fit): every write to the FIFO is
+    then whole and the same size, so each read of PIPE_BUF takes exactly one frame, and the
+    daemon's workers can all wait in read() at once, as on a socket's accept()."""
     body = pid.to_bytes(4, "big") + reply_fd.to_bytes(4, "big") + reply_ino.to_bytes(8, "big") + request
-    return len(body).to_bytes(4, "big") + body
+    if len(body) + 4 > PIPE_BUF:
+        return None
+    return len(body).to_bytes(4, "big") + body + bytes(PIPE_BUF - 4 - len(body))
 
 
 def decode_frame(body: bytes) -> tuple[int, int, int, bytes]:
@@ -94,7 +100,7 @@ def _forward_fifo(path: str, request: bytes):
     r, w = posix.pipe()  # close-on-exec, as Python makes every fd
     try:
         frame = encode_frame(posix.getpid(), w, posix.fstat(w).st_ino, request)
-        if len(frame) > PIPE_BUF:
+        if frame is None:
             return NOT_THERE
         try:  # no reader (ENXIO: the daemon is gone) or no FIFO: not there
             f = posix.open(fifo, posix.O_WRONLY | posix.O_NONBLOCK | posix.O_CLOEXEC)

@@ -137,7 +137,8 @@ def test_unacknowledged_fifo_request_is_done_in_process(world):
         assert r.rc == 0 and r.json["ips"], r
         assert ACK_TIMEOUT <= took < ACK_TIMEOUT + 10
         frame = os.read(reader, 65536)
-        _, _, _, request = decode_frame(frame[4:])
+        assert len(frame) == PIPE_BUF  # one frame, padded to the size every read takes
+        _, _, _, request = decode_frame(frame[4:4 + int.from_bytes(frame[:4], "big")])
         plugin, env, _ = decode_request(request)
         assert plugin == "netplug" and env["CNI_COMMAND"] == "ADD" and env["CNI_CONTAINERID"] == "c1"
     finally:

@@ -127,3 +127,10 @@ def test_fifo_reader_drops_a_malformed_frame_and_goes_on(tmp_path, capfd):
     os.write(fd, encode_frame(1, 2, 3, b"req"))
     assert decode_frame(reader.next()) == (1, 2, 3, b"req")
     os.close(fd)
+
+
+def test_frames_are_one_pipe_buf_each():
+    frame = encode_frame(1, 2, 3, b"r" * 100)
+    assert len(frame) == PIPE_BUF and decode_frame(frame[4:4 + int.from_bytes(frame[:4], "big")]) == (1, 2, 3, b"r" * 100)
+    assert len(encode_frame(1, 2, 3, b"r" * (PIPE_BUF - 20))) == PIPE_BUF  # the longest that fits
+    assert encode_frame(1, 2, 3, b"r" * (PIPE_BUF - 19)) is None  # too long: the socket takes it
