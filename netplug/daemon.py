@@ -137,8 +137,8 @@ class WorkerPool:
     """Worker threads that each block waiting for a request and serve what they get.
 
     A thread per request would cost its start (~0.4 ms here) on every CNI call. Instead each
-    request goes to one waiting worker (the kernel picks among those in accept(); the FIFO's
-    lock among those reading it); a worker that takes the last idle slot starts a replacement
+    request goes to one waiting worker (the kernel wakes one of those in accept(), or in read()
+    on the FIFO); a worker that takes the last idle slot starts a replacement
     first, so a slow request (a delegated IPAM plugin, a lock wait) never holds up the next one,
     and workers beyond `spare` idle ones leave after their request. `wait()` raising OSError
     means the source was closed: shutting down."""

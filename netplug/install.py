@@ -90,7 +90,7 @@ def plugin_python(python: str | None = None) -> str:
     home = os.path.join(sys.prefix, PLUGIN_PYTHON)
     stdlib = sysconfig.get_paths()["stdlib"]
     zipname = f"python{sys.version_info[0]}{sys.version_info[1]}.zip"
-    links = {os.path.join("bin", "python3"): os.path.realpath(sys._base_executable),
+    links = {os.path.join("bin", "python3"): os.path.realpath(getattr(sys, "_base_executable", sys.executable)),
              os.path.join("lib", os.path.basename(stdlib)): stdlib,
              os.path.join("lib", zipname, "encodings"): os.path.join(stdlib, "encodings")}
     exe = os.path.join(home, "bin", "python3")

@@ -1,6 +1,7 @@
 """Entry point of the exec'd plugins. It runs on every container start, so it imports almost
 nothing and parses nothing: not json, not socket, not even os (its import builds the
-collections ABCs, ~2.5 ms of a ~15 ms start here); `posix` and `_socket` are built in.
+collections ABCs, ~2.5 ms of a ~15 ms start here); `posix` is built in, as is `_socket`, which only
+the socket fallback imports.
 
 If netplugd is listening it forwards the request, so the daemon acts in our network
 namespace; otherwise it does the work in-process. Both paths run the same `dispatch`, so results
