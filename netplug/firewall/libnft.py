@@ -78,6 +78,10 @@ class NftError(Exception):
     pass
 
 
+class GenChanged(NftError):
+    """The ruleset changed since the generation a batch was checked against: nothing applied."""
+
+
 class _Conn:
     """What the calls of one netns share: a libnftables context and a raw nfnetlink socket
     (for table probes and netplug's own batches), each opened on first use, in that netns."""
@@ -247,9 +251,12 @@ def table_exists(family: str, name: str) -> bool:
             raise NftError(f"nftables: cannot read table {family} {name}: {e.strerror}") from None
 
 
-def commit(msgs: list[tuple[int, int, bytes]], describe) -> None:
+def commit(msgs: list[tuple[int, int, bytes]], describe, genid: int | None = None) -> None:
     """One nf_tables transaction of pre-encoded messages (see nfmsg) on the raw socket.
-    `describe(i)` names message i for an error, as nft would print the command."""
+    `describe(i)` names message i for an error, as nft would print the command. With `genid`,
+    GenChanged if the ruleset is no longer at that generation (nothing applied)."""
+    import errno
+
     from . import nfmsg
     from ..netlink.rtnl import NetlinkError
 
@@ -257,10 +264,47 @@ def commit(msgs: list[tuple[int, int, bytes]], describe) -> None:
         return
     with _call() as conn:
         try:
-            conn.socket().batch([nfmsg.batch_begin(), *msgs, nfmsg.batch_end()])
+            conn.socket().batch([nfmsg.batch_begin(genid), *msgs, nfmsg.batch_end()])
         except NetlinkError as e:
+            if genid is not None and e.code == errno.ERESTART and not e.index:
+                raise GenChanged(f"nftables changed since generation {genid}") from None
             what = describe(e.index - 1) if e.index and 0 < e.index <= len(msgs) else "the batch"
             raise NftError(f"Error: {e.text or e.strerror}\n{what}") from None
+
+
+def generation() -> int:
+    """The ruleset's generation in the calling thread's netns (one GETGEN)."""
+    from . import nfmsg
+    from ..netlink.rtnl import NetlinkError
+
+    with _call() as conn:
+        try:
+            return nfmsg.parse_gen(conn.socket().get(*nfmsg.get_gen()))
+        except NetlinkError as e:
+            raise NftError(f"nftables: cannot read the ruleset's generation: {e.strerror}") from None
+
+
+def generation_and_table(family: str, name: str) -> tuple[int, bool]:
+    """The ruleset's generation and whether table `name` exists: one round trip."""
+    import errno
+
+    from . import nfmsg
+
+    with _call() as conn:
+        (gen, gerr), (_, terr) = conn.socket().exchange([(*nfmsg.get_gen(), 0), (*nfmsg.get_table(family, name), 0)])
+    if gerr is not None or not gen or (terr is not None and terr.code != errno.ENOENT):
+        err = gerr or terr
+        raise NftError(f"nftables: cannot read the ruleset: {err.strerror if err else 'no reply'}")
+    return nfmsg.parse_gen(gen[0]), terr is None
+
+
+def long_lived() -> bool:
+    """True in netplugd (see defer_close): what it remembers can serve the next request."""
+    return _defer_close
+
+
+def netns_ino() -> int:
+    return _netns_ino()
 
 
 def chain_rules(family: str, table: str, chain: str) -> list[tuple[int, str, str]] | None:

@@ -70,8 +70,26 @@ def _msg(kind: int, flags: int, family: str, *attrs: bytes) -> tuple[int, int, b
     return (NFNL_SUBSYS_NFTABLES << 8) | kind, flags, _header(family) + b"".join(attrs)
 
 
-def batch_begin() -> tuple[int, int, bytes]:
-    return BATCH_BEGIN, 0, struct.pack("=BB", 0, 0) + struct.pack("!H", NFNL_SUBSYS_NFTABLES)
+def batch_begin(genid: int | None = None) -> tuple[int, int, bytes]:
+    """With `genid`, the kernel refuses the whole batch (ERESTART) if the ruleset's generation
+    is no longer that one: what was read at `genid` is still true when the batch applies."""
+    body = struct.pack("=BB", 0, 0) + struct.pack("!H", NFNL_SUBSYS_NFTABLES)
+    if genid is not None:
+        body += attr(NFNL_BATCH_GENID, struct.pack("!I", genid))
+    return BATCH_BEGIN, 0, body
+
+
+NFNL_BATCH_GENID, GETGEN, NFTA_GEN_ID = 1, 16, 1
+
+
+def get_gen():
+    """GETGEN: the ruleset's generation, which every nf_tables commit in the netns advances by
+    one. (type, body)."""
+    return (NFNL_SUBSYS_NFTABLES << 8) | GETGEN, struct.pack("=BB", 0, 0) + struct.pack("!H", 0)
+
+
+def parse_gen(body: bytes) -> int:
+    return struct.unpack("!I", attrs(body, 4)[NFTA_GEN_ID])[0]
 
 
 def batch_end() -> tuple[int, int, bytes]:

@@ -182,6 +182,42 @@ def test_daemon_acts_only_for_the_holder_of_the_named_pipe(world):
     assert ok.rc == 0 and "served over the FIFO" in _log(log_file), ok
 
 
+def test_daemon_reuses_what_it_read_only_while_nothing_else_changed(world, daemon):
+    """netplugd remembers the shared chains after an ADD and commits the next ADD against that
+    nf_tables generation: consecutive ADDs add each shared rule once, and a change made behind
+    its back (the network's masquerade deleted with nft) makes the kernel refuse the batch, so
+    the next ADD reads again and restores the rule."""
+    world.add_outside()
+    nss = [world.container(i) for i in range(4)]
+    conf = netplug_conf(world, runtimeConfig={"portMappings": [{"hostPort": 8080, "containerPort": 80}]})
+    plain = netplug_conf(world)
+    def shared_rules():
+        ruleset = nsexec(world.host, "nft", "-a", "list", "ruleset").stdout
+        return ruleset, sorted(line.split('comment "')[1].split('"')[0] for line in ruleset.splitlines()
+                               if 'comment "netplug' in line and "np:" not in line)
+
+    assert world.cni("ADD", conf, "c0", nss[0], env=daemon.env).rc == 0
+    _, first = shared_rules()
+    for i in (1, 2):
+        assert world.cni("ADD", plain, f"c{i}", nss[i], env=daemon.env).rc == 0
+    ruleset, shared = shared_rules()
+    assert shared == first, (first, shared)  # the shared rules, each still there once
+    masq = [line for line in ruleset.splitlines() if "masquerade\"" in line and "net=" in line][0]
+    nsexec(world.host, "nft", "delete", "rule", "ip", "netplug", "NETPLUG-POSTROUTING",
+           "handle", masq.split("# handle ")[1].strip())
+    conf3 = netplug_conf(world, runtimeConfig={"portMappings": [{"hostPort": 8081, "containerPort": 80}]})
+    assert world.cni("ADD", conf3, "c3", nss[3], env=daemon.env).rc == 0  # a batch to refuse
+    ruleset = nsexec(world.host, "nft", "list", "ruleset").stdout
+    assert ruleset.count("masquerade\"") == 1 and "netplug net=" in ruleset
+    world.serve(nss[0], 80)
+    assert world.ask(world.outside, world.uplink_ip, 8080) == world.peer_ip
+    world.serve(world.outside, 80)
+    assert world.ask(nss[3], world.peer_ip, 80) == world.uplink_ip  # masqueraded again
+    for i in range(4):
+        assert world.cni("DEL", [conf, plain, plain, conf3][i], f"c{i}", nss[i], env=daemon.env).rc == 0
+    assert nsexec(world.host, "nft", "list", "ruleset").stdout.strip() == ""
+
+
 def test_fallback_when_daemon_dies(world, daemon):
     daemon.proc.kill()
     daemon.proc.wait()
