@@ -105,7 +105,7 @@ class NftBackend(Backend):
                     self._remember(ino, gen, scope, live, chains)
                     return
                 try:
-                    raw = self._apply(ops, genid=gen)
+                    raw = self._apply(ops, genid=gen, text_fallback=view is None)
                 except libnft.GenChanged:
                     view = None
                     continue
@@ -150,9 +150,11 @@ class NftBackend(Backend):
                         chains.add((_table_of(e["jump"]["target"], None), e["jump"]["target"]))
         return live, chains
 
-    def _apply(self, ops: Ops, genid: int | None = None) -> bool:
+    def _apply(self, ops: Ops, genid: int | None = None, text_fallback: bool = True) -> bool:
         """Commit `ops`: True if as one raw batch (checked against `genid` if given), False if
-        through libnftables (no generation check: never with a remembered view)."""
+        through libnftables, which has no generation check: ops computed from a remembered
+        view never go that way (`text_fallback=False` turns a refusal into GenChanged, so the
+        caller reads the chains and computes them again)."""
         from .plan import SHARED_CHAINS
 
         # The last container of the last network takes the table along, in the same batch:
@@ -168,6 +170,8 @@ class NftBackend(Backend):
             except libnft.GenChanged:
                 raise
             except libnft.NftError as e:  # nothing was applied: a batch is all or nothing
+                if not text_fallback:
+                    raise libnft.GenChanged(str(e)) from None
                 log.warning("nftables: the kernel refused netplug's batch (%s); "
                             "retrying through libnftables", str(e).replace("\n", ": "))
         try:
