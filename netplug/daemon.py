@@ -15,7 +15,7 @@ import threading
 
 from .cni.skel import dispatch
 from .netlink import ns
-from .shim import ACK, PIPE_BUF, SOCKET, decode_frame, decode_request, fifo_path
+from .shim import ACK, PIPE_BUF, SOCKET, decode_frame, decode_request, encode_reply, fifo_path
 from .log import log
 
 MAX_REQUEST = 16 * 1024 * 1024
@@ -42,16 +42,11 @@ def handle(conn: socket.socket) -> None:
             buf += more
             if len(buf) > MAX_REQUEST:
                 return
-        plugin, env, stdin = decode_request(bytes(buf))
         if not fds:
             _reply(conn, json.dumps({"cniVersion": "1.1.0", "code": 4,
                                      "msg": "request carried no network namespace"}) + "\n", 1)
             return
-        env.setdefault("PATH", os.environ.get("PATH", ""))
-        with ns.entered(fds[0]):
-            out, rc = dispatch(env, stdin, plugin)
-        log.debug("%s %s: served over the socket", plugin, env.get("CNI_COMMAND"))
-        _reply(conn, out, rc)
+        _reply(conn, *_dispatch_in(fds[0], bytes(buf), "the socket"))
     finally:
         for fd in fds:
             os.close(fd)
@@ -81,14 +76,10 @@ def handle_frame(body: bytes) -> None:
             if os.stat(where).st_ino != ino:  # the caller left between the two opens
                 return
             os.write(out, ACK)  # the caller may let go of its write end now, not before
-            plugin, env, stdin = decode_request(request)
-            env.setdefault("PATH", os.environ.get("PATH", ""))
-            with ns.entered(netns):
-                text, rc = dispatch(env, stdin, plugin)
-            log.debug("%s %s for pid %d: served over the FIFO", plugin, env.get("CNI_COMMAND"), pid)
+            text, rc = _dispatch_in(netns, request, "the FIFO", f" for pid {pid}")
         finally:
             os.close(netns)
-        reply = rc.to_bytes(4, "big", signed=True) + text.encode()
+        reply = encode_reply(text, rc)
         while reply:
             reply = reply[os.write(out, reply):]
     except (BrokenPipeError, FileNotFoundError):  # the caller was killed meanwhile
@@ -122,6 +113,16 @@ class FifoReader:
         return b""
 
 
+def _dispatch_in(netns_fd: int, request: bytes, channel: str, caller: str = "") -> tuple[str, int]:
+    """A forwarded request, run in the caller's network namespace."""
+    plugin, env, stdin = decode_request(request)
+    env.setdefault("PATH", os.environ.get("PATH", ""))
+    with ns.entered(netns_fd):
+        out, rc = dispatch(env, stdin, plugin)
+    log.debug("%s %s%s: served over %s", plugin, env.get("CNI_COMMAND"), caller, channel)
+    return out, rc
+
+
 def _peer_uid(conn: socket.socket) -> int:
     import struct
 
@@ -130,7 +131,7 @@ def _peer_uid(conn: socket.socket) -> int:
 
 
 def _reply(conn, out: str, rc: int) -> None:
-    conn.sendall(rc.to_bytes(4, "big", signed=True) + out.encode())
+    conn.sendall(encode_reply(out, rc))
 
 
 class WorkerPool:

@@ -55,6 +55,18 @@ def decode_request(data: bytes) -> tuple[str, dict, bytes]:
     return fields[0], env, data[4 + n:]
 
 
+def encode_reply(out: str, rc: int) -> bytes:
+    return rc.to_bytes(4, "big", signed=True) + out.encode()
+
+
+def decode_reply(data: bytes) -> tuple[str, int] | None:
+    """(stdout, exit code), or None for a reply cut short (the daemon died mid-request: the
+    in-process retry is idempotent)."""
+    if len(data) < 4:
+        return None
+    return data[4:].decode(), int.from_bytes(data[:4], "big", signed=True)
+
+
 def _env(name: str) -> str:
     return posix.environ.get(name.encode(), b"").decode("utf-8", "surrogateescape")
 
@@ -137,9 +149,7 @@ def _forward_fifo(path: str, request: bytes):
     data = b"".join(chunks)
     if data[:1] == ACK:  # an ACK read only after the timer fired
         data = data[1:]
-    if len(data) < 4:
-        return None  # not taken, or the daemon died mid-request: in-process is idempotent
-    return data[4:].decode(), int.from_bytes(data[:4], "big", signed=True)
+    return decode_reply(data)  # None also when the daemon never took it
 
 
 def _forward(plugin: str, stdin: bytes) -> tuple[str, int] | None:
@@ -178,10 +188,7 @@ def _forward(plugin: str, stdin: bytes) -> tuple[str, int] | None:
     finally:
         posix.close(netns)
         s.close()
-    data = b"".join(chunks)
-    if len(data) < 4:
-        return None  # the daemon died mid-request; in-process is idempotent for the retry
-    return data[4:].decode(), int.from_bytes(data[:4], "big", signed=True)
+    return decode_reply(b"".join(chunks))
 
 
 def run(plugin: str) -> int:
