@@ -237,6 +237,26 @@ def timed(fn, *a):
     return time.perf_counter() - t, rc, out
 
 
+class Yardstick:
+    """The machine's speed at this moment: the plugins' own interpreter started bare
+    (`-IS -c pass`), spawned as the plugins are. Information only, never a target: on this VM
+    the same work runs up to ~1.5x slower for minutes at a time, and an exec'd Python plugin's
+    start is most of netplug's ADD, so a bucket that grew with the yardstick grew with the
+    machine, not with the containers."""
+
+    def __init__(self, impl):
+        with open(os.path.join(impl.bin, "netplug")) as f:  # the interpreter the shebang names
+            self.cmd = f.readline()[2:].split()[:1] + ["-IS", "-c", "pass"]
+        self.impl = impl
+
+    def __call__(self):
+        t = time.perf_counter()
+        with netns.entered(self.impl.host_fd):
+            p = subprocess.Popen(self.cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env={"PATH": "/usr/bin:/bin"})
+        p.communicate(b"")
+        return time.perf_counter() - t
+
+
 def stats(xs):
     if not xs:
         return {}
@@ -263,7 +283,9 @@ def published_port_answers(impl, cids_ports):
 
 def run_single(impls, repeat):
     out = {i.name: {"ADD": [], "CHECK": [], "DEL": [], "check_failures": 0, "errors": 0} for i in impls}
+    yard, yards = Yardstick(impls[0]), []
     for r in range(repeat):
+        yards.append(yard())
         for impl in impls:
             ns = impl.container(f"s{r}")
             cid, port = f"single{r}", 30000 + r
@@ -276,18 +298,21 @@ def run_single(impls, repeat):
             t, rc, _ = timed(impl.delete, cid, ns, port)
             out[impl.name]["DEL"].append(t)
             out[impl.name]["errors"] += rc != 0
+    out[impls[0].name]["yardstick_ms"] = round(statistics.median(yards) * 1000, 1)
     return out
 
 
 def run_sequential(impls, n):
     items = {i.name: [(f"seq{k}", i.container(f"q{k}"), 20000 + k) for k in range(n)] for i in impls}
     res = {i.name: {"ADD": [], "CHECK": [], "DEL": [], "errors": 0, "check_failures": 0} for i in impls}
+    yard, yards = Yardstick(impls[0]), []
     for k in range(n):  # alternate: container k on each implementation
         for impl in impls:
             cid, ns, port = items[impl.name][k]
             t, rc, _ = timed(impl.add, cid, ns, port)
             res[impl.name]["ADD"].append(t)
             res[impl.name]["errors"] += rc != 0
+        yards.append(yard())
     for impl in impls:
         r = res[impl.name]
         ips = [impl.ip_of(c) for c, _, _ in items[impl.name] if c in impl.results]
@@ -297,6 +322,8 @@ def run_sequential(impls, n):
                                 for b in range(0, n, 50) if r["ADD"][b:b + 50]}
         if isinstance(impl, Netplug):
             r["daemon_peak_rss_mb"] = round((impl.daemon_hwm_kb() or 0) / 1024, 1) or None
+            r["yardstick_by_attached"] = {f"{b}-{b + 49}": round(statistics.median(yards[b:b + 50]) * 1000, 1)
+                                          for b in range(0, n, 50) if yards[b:b + 50]}
     for k in range(n):
         for impl in impls:
             cid, ns, port = items[impl.name][k]
@@ -385,7 +412,8 @@ def main():
 
         if a.only == "single":
             single = run_single(fresh(single=True), a.repeat)
-            print(json.dumps({k: {op: stats(v[op]) for op in ("ADD", "CHECK", "DEL")} for k, v in single.items()} |
+            print(json.dumps({k: {op: stats(v[op]) for op in ("ADD", "CHECK", "DEL")} |
+                              {x: v[x] for x in ("yardstick_ms",) if x in v} for k, v in single.items()} |
                              {"plugin_peak_rss_mb": plugin_peak_rss(impls)}, indent=1))
             return
         if a.only:
@@ -397,7 +425,8 @@ def main():
         print(f"N=1 x{a.repeat} ...", file=sys.stderr)
         single = run_single(fresh(single=True), a.repeat)
         report["single"] = {k: {op: stats(v[op]) for op in ("ADD", "CHECK", "DEL")} |
-                            {"check_failures": v["check_failures"], "errors": v["errors"]} for k, v in single.items()}
+                            {x: v[x] for x in ("check_failures", "errors", "yardstick_ms") if x in v}
+                            for k, v in single.items()}
         report["plugin_peak_rss_mb"] = plugin_peak_rss(impls)
         print(f"N={a.n} sequential ...", file=sys.stderr)
         seq = run_sequential(fresh()[:2], a.n)
@@ -452,6 +481,8 @@ def render(r):
             lines.append(f"  {op} {k:22}" + "".join(f"{r['single'][n][op].get(k, '-'):>28}" for n in names))
     lines.append(f"  {'CHECK failures':26}" + "".join(f"{r['single'][n]['check_failures']:>28}" for n in names))
     lines.append(f"  {'plugin peak RSS (MB)':26}" + "".join(f"{str(r['plugin_peak_rss_mb'].get(n, '-')):>28}" for n in names))
+    if "yardstick_ms" in r["single"][names[0]]:
+        lines.append(f"  (yardstick: bare interpreter start, median {r['single'][names[0]]['yardstick_ms']} ms)")
     names = list(r["sequential"])
     lines.append("")
     lines.append(f"{'N=' + str(r['params']['n']) + ' sequential':28}" + "".join(f"{n[:26]:>28}" for n in names))
@@ -461,6 +492,9 @@ def render(r):
     for b in r["sequential"][names[0]]["add_by_attached"]:
         lines.append(f"  ADD median, {b + ' attached':14}" + "".join(
             f"{r['sequential'][n]['add_by_attached'].get(b, '-'):>28}" for n in names))
+    yard = r["sequential"][names[0]].get("yardstick_by_attached")
+    if yard:
+        lines.append(f"  (yardstick by attached: {' / '.join(str(v) for v in yard.values())} ms)")
     for k in ("distinct_addresses", "ports_answering", "check_failures", "errors", "leftovers", "daemon_peak_rss_mb"):
         lines.append(f"  {k:26}" + "".join(f"{str(r['sequential'][n].get(k, '-')):>28}" for n in names))
     lines.append("")
@@ -477,6 +511,11 @@ def render(r):
         lines.append(f"median ratio netplug / reference, {run}: {ratios(d, REF)}")
     if REF_FW in r["single"]:
         lines.append(f"(information) median ratio netplug / {REF_FW}, N=1: {ratios(r['single'], REF_FW)}")
+    b = r["sequential"]["netplug"]["add_by_attached"]
+    if yard and len(b) >= 2:
+        first, last = list(b), list(yard)
+        lines.append(f"(information) flatness {b[first[-1]] / b[first[0]]:.2f}; the yardstick's over the same "
+                     f"buckets {yard[last[-1]] / yard[last[0]]:.2f} (the machine's own drift during the run)")
     lines.append("")
     lines.append("targets:")
     for k, v in r["targets"].items():
