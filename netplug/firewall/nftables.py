@@ -71,10 +71,12 @@ class NftBackend(Backend):
         return live, chains
 
     def sync(self, plan, remove=(), remove_chains=(), prune=False, scope=None) -> None:
-        """As Backend.sync; in netplugd a scoped sync (an ADD) also reuses what the previous
-        one left, instead of reading the shared chains again (~1 ms with containers attached):
-        its batch carries the generation that view is from, so the kernel refuses it (nothing
-        applied) if anything committed since, and the chains are then read again."""
+        """As Backend.sync; in netplugd a scoped sync (an ADD, a DEL that is not the
+        network's last) also reuses what the previous one left, instead of reading the shared
+        chains again (~1 ms with containers attached): its batch carries the generation that
+        view is from, so the kernel refuses it (nothing applied) if anything committed since,
+        and the chains are then read again. A DEL reads its own chains and keeps the rest of
+        the view, so the ADD after it does not read either."""
         if scope is None or prune or not libnft.long_lived():
             self._forget_view()
             return super().sync(plan, remove, remove_chains, prune, scope)
@@ -87,13 +89,17 @@ class NftBackend(Backend):
             with _views_lock:
                 view = _views.pop(ino, None)
             for _ in range(MAX_RESTARTS):
+                # `keep`: a view of the generation this sync starts from, so what it knows
+                # outside `scope` is still true and is remembered along with `scope`
                 if view is not None and scope <= view.scope:
-                    gen = view.gen
+                    gen, keep = view.gen, view
                     live = [lr for lr in view.live if (lr.table, lr.chain) in scope]
                     chains, table = set(view.chains), True
-                else:
+                else:  # e.g. a DEL, which reads its own chain, right after an ADD
                     gen, table = libnft.generation_and_table(FAMILY, TABLE)
                     live, chains = self._scoped(scope, probed=table)
+                    keep = view if view is not None and view.gen == gen and table else None
+                    view = None
                 ops = compute_ops(plan, remove, remove_chains, False, live, chains)
                 if view is not None and any(lr.ref is None for lr in ops.delete_rules):
                     view = None  # a rule to delete that we only know we added: read it
@@ -102,17 +108,18 @@ class NftBackend(Backend):
                     if view is not None and libnft.generation() != gen:
                         view = None  # what we remembered is stale: read again
                         continue
-                    self._remember(ino, gen, scope, live, chains)
+                    self._remember(ino, gen, *_merged(keep, scope, live, chains))
                     return
                 try:
                     raw = self._apply(ops, genid=gen, text_fallback=view is None)
                 except libnft.GenChanged:
                     view = None
                     continue
+                log.debug("nftables: committed %s generation %d", "from the view of" if view else "after reading", gen)
                 # Remembered only while the table stays (an ADD that creates it is the first
                 # one, where no ADD follows soon) and if ours was the only commit since `gen`.
                 if raw and table and libnft.generation() == gen + 1:
-                    self._remember(ino, gen + 1, scope, *_after(ops, live, chains, scope))
+                    self._remember(ino, gen + 1, *_merged(keep, scope, *_after(ops, live, chains, scope)))
                 return
             raise SetupError("nftables: the ruleset kept changing during netplug's transaction",
                              f"{MAX_RESTARTS} attempts; retry the operation")
@@ -235,6 +242,18 @@ def _after(ops: Ops, live: list[LiveRule], chains: set, scope) -> tuple[list[Liv
     live += [LiveRule(r.table, r.chain, r.comment) for r in ops.add_rules if (r.table, r.chain) in scope]
     chains = (chains - gone_chains) | set(ops.create_chains) | {(r.table, r.chain) for r in ops.add_rules}
     return live, chains
+
+
+def _merged(keep: _View | None, scope, live: list[LiveRule], chains: set) -> tuple[frozenset, list, set]:
+    """`scope`'s rules and the chains known, joined with what `keep` (a view of the same
+    generation, before this commit) knows of other chains: a DEL, which reads its own chain and
+    the port chain, then leaves the next ADD a view of the shared chains as well. The view
+    keeps `keep`'s scope: a DEL's own chain is no use to the next DEL, which must read the
+    port chain anyway for the handle of a rule an ADD added through the view."""
+    if keep is None:
+        return frozenset(scope), live, chains
+    return (keep.scope, live + [lr for lr in keep.live if (lr.table, lr.chain) not in scope],
+            {c for c in keep.chains if c not in scope} | chains)
 
 
 def _steps(ops: Ops, drop_table: bool) -> list[tuple[str | tuple, tuple | None]]:

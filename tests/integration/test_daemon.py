@@ -218,6 +218,59 @@ def test_daemon_reuses_what_it_read_only_while_nothing_else_changed(world, daemo
     assert nsexec(world.host, "nft", "list", "ruleset").stdout.strip() == ""
 
 
+def test_daemon_keeps_its_view_across_a_del(world):
+    """A DEL that is not the network's last reads only its own chains and the port chain, and
+    keeps what the ADD before it knew of the others: the ADD after it reads nothing, and its
+    result is right (shared rules once, the new port answers, the DEL'd port is gone). A
+    change behind netplugd's back after that DEL is still caught by the generation."""
+    log_file = os.path.join(world.tmp, "netplugd.log")
+    daemon = Daemon(world, log_file=log_file)
+    world.add_outside()
+    nss = [world.container(i) for i in range(6)]
+    confs = [netplug_conf(world, runtimeConfig={"portMappings": [{"hostPort": 8080 + i, "containerPort": 80}]})
+             for i in range(6)]
+    def shared_rules():
+        ruleset = nsexec(world.host, "nft", "-a", "list", "ruleset").stdout
+        return ruleset, sorted(line.split('comment "')[1].split('"')[0] for line in ruleset.splitlines()
+                               if 'comment "netplug' in line and "np:" not in line)
+    def viewed():
+        return _log(log_file).count("committed from the view of")
+
+    for i in range(3):
+        assert world.cni("ADD", confs[i], f"c{i}", nss[i], env=daemon.env).rc == 0
+    _, first = shared_rules()
+    assert world.cni("DEL", confs[1], "c1", nss[1], env=daemon.env).rc == 0
+    before = viewed()
+    assert world.cni("ADD", confs[3], "c3", nss[3], env=daemon.env).rc == 0
+    assert viewed() == before + 1  # the ADD after the DEL committed from the view
+    ruleset, shared = shared_rules()
+    assert shared == first, (first, shared)
+    assert "dport 8081 " not in ruleset and "dport 8083 " in ruleset
+    world.serve(nss[3], 80)
+    assert world.ask(world.outside, world.uplink_ip, 8083) == world.peer_ip
+    world.serve(world.outside, 80)
+
+    def drop_masquerade():
+        masq = [line for line in shared_rules()[0].splitlines() if "masquerade\"" in line and "net=" in line][0]
+        nsexec(world.host, "nft", "delete", "rule", "ip", "netplug", "NETPLUG-POSTROUTING",
+               "handle", masq.split("# handle ")[1].strip())
+
+    # the masquerade deleted with nft before a DEL (whose read then sees a newer generation
+    # than the view), or after it (the next ADD's batch is refused): the next ADD restores it
+    for gone, before_del, added in ((2, True, 4), (3, False, 5)):
+        if before_del:
+            drop_masquerade()
+        assert world.cni("DEL", confs[gone], f"c{gone}", nss[gone], env=daemon.env).rc == 0
+        if not before_del:
+            drop_masquerade()
+        assert world.cni("ADD", confs[added], f"c{added}", nss[added], env=daemon.env).rc == 0
+        assert shared_rules()[1] == first
+        assert world.ask(nss[added], world.peer_ip, 80) == world.uplink_ip  # masqueraded again
+    for i in (0, 4, 5):
+        assert world.cni("DEL", confs[i], f"c{i}", nss[i], env=daemon.env).rc == 0
+    assert nsexec(world.host, "nft", "list", "ruleset").stdout.strip() == ""
+
+
 def test_fallback_when_daemon_dies(world, daemon):
     daemon.proc.kill()
     daemon.proc.wait()
