@@ -251,20 +251,22 @@ def table_exists(family: str, name: str) -> bool:
             raise NftError(f"nftables: cannot read table {family} {name}: {e.strerror}") from None
 
 
-def commit(msgs: list[tuple[int, int, bytes]], describe, genid: int | None = None) -> None:
+def commit(msgs: list[tuple[int, int, bytes]], describe, genid: int | None = None) -> list[tuple[str, int, str]]:
     """One nf_tables transaction of pre-encoded messages (see nfmsg) on the raw socket.
     `describe(i)` names message i for an error, as nft would print the command. With `genid`,
-    GenChanged if the ruleset is no longer at that generation (nothing applied)."""
+    GenChanged if the ruleset is no longer at that generation (nothing applied). Returns
+    (chain, handle, comment) of each rule the kernel echoed (NEWRULE sent with F_ECHO), in order."""
     import errno
 
     from . import nfmsg
     from ..netlink.rtnl import NetlinkError
 
     if not msgs:
-        return
+        return []
     with _call() as conn:
         try:
-            conn.socket().batch([nfmsg.batch_begin(genid), *msgs, nfmsg.batch_end()])
+            echoed = conn.socket().batch([nfmsg.batch_begin(genid), *msgs, nfmsg.batch_end()])
+            return [nfmsg.echoed_rule(body) for mtype, body in echoed if mtype == nfmsg.NEWRULE_TYPE]
         except NetlinkError as e:
             if genid is not None and e.code == errno.ERESTART and not e.index:
                 raise GenChanged(f"nftables changed since generation {genid}") from None

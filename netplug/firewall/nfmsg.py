@@ -23,6 +23,8 @@ NFNL_SUBSYS_NFTABLES = 10
 BATCH_BEGIN, BATCH_END = 0x10, 0x11
 NEWTABLE, GETTABLE, DELTABLE, NEWCHAIN, GETCHAIN, DELCHAIN, NEWRULE, GETRULE, DELRULE = range(9)
 F_CREATE, F_APPEND = 0x400, 0x800
+F_ECHO = 0x8  # the kernel sends the new object back, with its handle
+NEWRULE_TYPE = (NFNL_SUBSYS_NFTABLES << 8) | NEWRULE
 FAMILIES = {"ip": 2, "ip6": 10, "inet": 1}  # NFPROTO_*; netplug's own NAT table is "ip"
 
 # hooks of the base chains: table type, NF_INET_* hook number, priority
@@ -360,6 +362,12 @@ def dump_rules(family: str, table: str, chain: str):
     """A GETRULE dump the kernel filters to one chain: (type, body)."""
     mtype, _, body = _msg(GETRULE, 0, family, attr_str(1, table), attr_str(2, chain))
     return mtype, body
+
+
+def echoed_rule(body: bytes) -> tuple[str, int, str]:
+    """(chain, handle, comment) of a NEWRULE the kernel echoed back after a commit."""
+    handle, comment, _ = parse_rule(body)
+    return cstr(attrs(body, 4).get(2)), handle, comment  # NFTA_RULE_CHAIN
 
 
 def parse_rule(body: bytes) -> tuple[int, str, str]:

@@ -35,6 +35,7 @@ class _View:
 class NftBackend(Backend):
     name = "nftables"
     _seen: list[dict] | None = None  # the last whole-table listing, made under the firewall lock
+    _echoed: list | None = None  # what the last raw commit's F_ECHO rules came back as
 
     def unavailable(self):
         return libnft.available()
@@ -89,13 +90,14 @@ class NftBackend(Backend):
             with _views_lock:
                 view = _views.pop(ino, None)
             for _ in range(MAX_RESTARTS):
-                # `keep`: a view of the generation this sync starts from, so what it knows
-                # outside `scope` is still true and is remembered along with `scope`
-                if view is not None and scope <= view.scope:
+                # `keep`: the view this sync starts from, when the ruleset is still at its
+                # generation: what it knows outside `scope` stays true. A chain this sync
+                # deletes whole (a DEL's own) needs only to be known to exist.
+                if view is not None and scope <= view.scope | (view.chains & set(remove_chains)):
                     gen, keep = view.gen, view
                     live = [lr for lr in view.live if (lr.table, lr.chain) in scope]
                     chains, table = set(view.chains), True
-                else:  # e.g. a DEL, which reads its own chain, right after an ADD
+                else:
                     gen, table = libnft.generation_and_table(FAMILY, TABLE)
                     live, chains = self._scoped(scope, probed=table)
                     keep = view if view is not None and view.gen == gen and table else None
@@ -104,14 +106,18 @@ class NftBackend(Backend):
                 if view is not None and any(lr.ref is None for lr in ops.delete_rules):
                     view = None  # a rule to delete that we only know we added: read it
                     continue
+                # what the next view covers: this sync's chains and its starting view's, less
+                # the chains deleted here (a DEL's own: the set would grow with every DEL)
+                cover, live, chains = _merged(keep, scope, live, chains)
+                kept = cover - set(remove_chains)
                 if not ops:
                     if view is not None and libnft.generation() != gen:
                         view = None  # what we remembered is stale: read again
                         continue
-                    self._remember(ino, gen, *_merged(keep, scope, live, chains))
+                    self._remember(ino, gen, kept, live, chains)
                     return
                 try:
-                    raw = self._apply(ops, genid=gen, text_fallback=view is None)
+                    raw = self._apply(ops, genid=gen, text_fallback=view is None, echo=cover)
                 except libnft.GenChanged:
                     view = None
                     continue
@@ -119,7 +125,7 @@ class NftBackend(Backend):
                 # Remembered only while the table stays (an ADD that creates it is the first
                 # one, where no ADD follows soon) and if ours was the only commit since `gen`.
                 if raw and table and libnft.generation() == gen + 1:
-                    self._remember(ino, gen + 1, *_merged(keep, scope, *_after(ops, live, chains, scope)))
+                    self._remember(ino, gen + 1, kept, *_after(ops, live, chains, cover, self._echoed))
                 return
             raise SetupError("nftables: the ruleset kept changing during netplug's transaction",
                              f"{MAX_RESTARTS} attempts; retry the operation")
@@ -157,22 +163,25 @@ class NftBackend(Backend):
                         chains.add((_table_of(e["jump"]["target"], None), e["jump"]["target"]))
         return live, chains
 
-    def _apply(self, ops: Ops, genid: int | None = None, text_fallback: bool = True) -> bool:
+    def _apply(self, ops: Ops, genid: int | None = None, text_fallback: bool = True,
+               echo=frozenset()) -> bool:
         """Commit `ops`: True if as one raw batch (checked against `genid` if given), False if
         through libnftables, which has no generation check: ops computed from a remembered
         view never go that way (`text_fallback=False` turns a refusal into GenChanged, so the
-        caller reads the chains and computes them again)."""
+        caller reads the chains and computes them again). The rules added to the chains in
+        `echo` are sent with F_ECHO: their (chain, handle, comment) land in self._echoed."""
         from .plan import SHARED_CHAINS
 
         # The last container of the last network takes the table along, in the same batch:
         # every nf_tables commit that deletes something waits an RCU grace period (~12 ms).
         drop_table = bool(set(ops.delete_chains) & set(SHARED_CHAINS)) and \
             self._empty_after(ops, self._seen)
-        steps = _steps(ops, drop_table)
+        steps = _steps(ops, drop_table, echo)
         raw = [m for _, m in steps]
+        self._echoed = None
         if all(m is not None for m in raw) and sum(len(m[2]) for m in raw) < RAW_BATCH_LIMIT:
             try:
-                libnft.commit(raw, lambda i: _text(steps[i][0]), genid)
+                self._echoed = libnft.commit(raw, lambda i: _text(steps[i][0]), genid)
                 return True
             except libnft.GenChanged:
                 raise
@@ -231,35 +240,54 @@ class NftBackend(Backend):
             return ""
 
 
-def _after(ops: Ops, live: list[LiveRule], chains: set, scope) -> tuple[list[LiveRule], set]:
-    """The rules of `scope` and the chains known once `ops` applied (the rules it adds have no
-    handle: nothing deletes shared rules but a DEL, which reads them)."""
+def _after(ops: Ops, live: list[LiveRule], chains: set, scope,
+           echoed: list[tuple[str, int, str]] | None = None) -> tuple[list[LiveRule], set]:
+    """The rules of `scope` and the chains known once `ops` applied. The rules it added get
+    the handles the kernel echoed (`echoed`, in the batch's order), so a DEL can delete them
+    without reading; if the echoes do not match the rules one for one, none gets a handle (a
+    DEL then reads the chain)."""
     gone_rules = {id(lr) for lr in ops.delete_rules}
     gone_chains = set(ops.delete_chains)
     live = [lr for lr in live if id(lr) not in gone_rules and (lr.table, lr.chain) not in gone_chains]
     flushed = set(ops.flush_chains)
     live = [lr for lr in live if (lr.table, lr.chain) not in flushed]
-    live += [LiveRule(r.table, r.chain, r.comment) for r in ops.add_rules if (r.table, r.chain) in scope]
+    added = [r for r in ops.add_rules if (r.table, r.chain) in scope]
+    live += _with_handles(added, echoed) or [LiveRule(r.table, r.chain, r.comment) for r in added]
     chains = (chains - gone_chains) | set(ops.create_chains) | {(r.table, r.chain) for r in ops.add_rules}
     return live, chains
 
 
+def _with_handles(added: list[Rule], echoed: list[tuple[str, int, str]] | None) -> list[LiveRule] | None:
+    """One LiveRule per nft rule of `added` (a Rule may be several), each with the handle the
+    kernel echoed for it; None unless every echo is the rule expected at its place."""
+    if not added or echoed is None:
+        return None
+    out, i = [], 0
+    for r in added:
+        for _ in nfmsg.rule(FAMILY, TABLE, r) or ():
+            if i >= len(echoed) or echoed[i][0] != r.chain or echoed[i][2] != r.comment or not echoed[i][1]:
+                return None
+            out.append(LiveRule(r.table, r.chain, r.comment, echoed[i][1]))
+            i += 1
+    return out if i == len(echoed) else None
+
+
 def _merged(keep: _View | None, scope, live: list[LiveRule], chains: set) -> tuple[frozenset, list, set]:
     """`scope`'s rules and the chains known, joined with what `keep` (a view of the same
-    generation, before this commit) knows of other chains: a DEL, which reads its own chain and
-    the port chain, then leaves the next ADD a view of the shared chains as well. The view
-    keeps `keep`'s scope: a DEL's own chain is no use to the next DEL, which must read the
-    port chain anyway for the handle of a rule an ADD added through the view."""
+    generation, before this commit) knows of other chains. So a DEL, which reads the port
+    chain and its own, leaves the next ADD a view of the shared chains as well, and the port
+    chain it read (every rule with its handle) lets the DELs after it skip reading it."""
     if keep is None:
         return frozenset(scope), live, chains
-    return (keep.scope, live + [lr for lr in keep.live if (lr.table, lr.chain) not in scope],
+    return (keep.scope | scope, live + [lr for lr in keep.live if (lr.table, lr.chain) not in scope],
             {c for c in keep.chains if c not in scope} | chains)
 
 
-def _steps(ops: Ops, drop_table: bool) -> list[tuple[str | tuple, tuple | None]]:
+def _steps(ops: Ops, drop_table: bool, echo=frozenset()) -> list[tuple[str | tuple, tuple | None]]:
     """The batch for `ops`: each command as a raw message (None where nfmsg does not encode it,
     and the whole batch then goes through libnftables) and what `_text` makes nft text of: a
-    string, or (rule, statement index), rendered only when needed."""
+    string, or (rule, statement index), rendered only when needed. Rules added to a chain in
+    `echo` ask the kernel to send them back (F_ECHO), with the handles it gave them."""
     steps: list = [(f"add table {FAMILY} {TABLE}", nfmsg.add_table(FAMILY, TABLE))]
     for lr in ops.delete_rules:
         steps.append((f"delete rule {FAMILY} {TABLE} {lr.chain} handle {lr.ref}",
@@ -279,6 +307,8 @@ def _steps(ops: Ops, drop_table: bool) -> list[tuple[str | tuple, tuple | None]]
         steps.append((f"flush chain {FAMILY} {TABLE} {chain}", nfmsg.flush_chain(FAMILY, TABLE, chain)))
     for r in ops.add_rules:
         msgs = nfmsg.rule(FAMILY, TABLE, r) or [None] * len(to_nft(r))
+        if (r.table, r.chain) in echo:
+            msgs = [m and (m[0], m[1] | nfmsg.F_ECHO, m[2]) for m in msgs]
         steps += (((r, i), m) for i, m in enumerate(msgs))
     if drop_table:
         steps.append((f"delete table {FAMILY} {TABLE}", nfmsg.delete_table(FAMILY, TABLE)))

@@ -256,12 +256,13 @@ class Rtnl:
                     return
                 yield mtype, body
 
-    def batch(self, msgs: list[tuple[int, int, bytes]], timeout: float = 10.0) -> None:
+    def batch(self, msgs: list[tuple[int, int, bytes]], timeout: float = 10.0) -> list[tuple[int, bytes]]:
         """Send `msgs` in one datagram, as an nfnetlink transaction must arrive (the first and
         last are the batch frame), and wait for the outcome. Only the last message inside asks
         for an ACK: nfnetlink reports every refused message anyway, in order, before it, so one
         answer ends the wait instead of one per message. Raises the first refusal, with
-        `.index` naming the refused message in `msgs`."""
+        `.index` naming the refused message in `msgs`. Returns (type, body) of what the kernel
+        echoed (messages sent with F_ECHO), in order: they arrive before the ACK."""
         first = self.seq + 1
         parts = []
         for i, (mtype, flags, body) in enumerate(msgs):
@@ -271,13 +272,16 @@ class Rtnl:
                                         self.seq, 0) + body)
         last = self.seq - 1
         self.sock.send(b"".join(parts))
-        refused = None
+        refused, echoed = None, []
         self.sock.settimeout(timeout)  # a kernel that drops a batch must not hang the caller
         try:
             done = False
             while not done:
                 for mtype, flags, mseq, body in self._received():
-                    if mtype != NLMSG_ERROR or not first <= mseq <= self.seq:
+                    if not first <= mseq <= self.seq:
+                        continue
+                    if mtype != NLMSG_ERROR:
+                        echoed.append((mtype, body))
                         continue
                     err = _error_of(flags, body)
                     if err and refused is None:
@@ -292,6 +296,7 @@ class Rtnl:
             index, err = refused
             err.index = index
             raise err
+        return echoed
 
     def exchange(self, msgs: list[tuple[int, bytes, int]]) -> list[tuple[list[bytes], NetlinkError | None]]:
         """Several rtnetlink requests in one datagram: the kernel handles them in order and

@@ -221,14 +221,16 @@ def test_daemon_reuses_what_it_read_only_while_nothing_else_changed(world, daemo
 def test_daemon_keeps_its_view_across_a_del(world):
     """A DEL that is not the network's last reads only its own chains and the port chain, and
     keeps what the ADD before it knew of the others: the ADD after it reads nothing, and its
-    result is right (shared rules once, the new port answers, the DEL'd port is gone). A
-    change behind netplugd's back after that DEL is still caught by the generation."""
+    result is right (shared rules once, the new port answers, the DEL'd port is gone). The
+    next DEL reads nothing either (it deletes by the handles the kernel echoed) and removes
+    only its own rule. A change behind netplugd's back before or after a DEL is caught by
+    the generation."""
     log_file = os.path.join(world.tmp, "netplugd.log")
     daemon = Daemon(world, log_file=log_file)
     world.add_outside()
-    nss = [world.container(i) for i in range(6)]
+    nss = [world.container(i) for i in range(7)]
     confs = [netplug_conf(world, runtimeConfig={"portMappings": [{"hostPort": 8080 + i, "containerPort": 80}]})
-             for i in range(6)]
+             for i in range(7)]
     def shared_rules():
         ruleset = nsexec(world.host, "nft", "-a", "list", "ruleset").stdout
         return ruleset, sorted(line.split('comment "')[1].split('"')[0] for line in ruleset.splitlines()
@@ -246,8 +248,17 @@ def test_daemon_keeps_its_view_across_a_del(world):
     ruleset, shared = shared_rules()
     assert shared == first, (first, shared)
     assert "dport 8081 " not in ruleset and "dport 8083 " in ruleset
-    world.serve(nss[3], 80)
-    assert world.ask(world.outside, world.uplink_ip, 8083) == world.peer_ip
+    # that DEL read the port chain (every rule's handle) and the ADD got its rule's handle
+    # back from the kernel: the next DEL deletes by handle without reading, and only its rule
+    assert world.cni("ADD", confs[6], "c6", nss[6], env=daemon.env).rc == 0
+    before = viewed()
+    assert world.cni("DEL", confs[6], "c6", nss[6], env=daemon.env).rc == 0
+    assert viewed() == before + 1
+    ruleset = shared_rules()[0]
+    assert "dport 8086 " not in ruleset and "DN-" in ruleset
+    for i in (0, 2, 3):
+        world.serve(nss[i], 80)
+        assert world.ask(world.outside, world.uplink_ip, 8080 + i) == world.peer_ip
     world.serve(world.outside, 80)
 
     def drop_masquerade():
