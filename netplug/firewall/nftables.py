@@ -76,8 +76,9 @@ class NftBackend(Backend):
         network's last) also reuses what the previous one left, instead of reading the shared
         chains again (~1 ms with containers attached): its batch carries the generation that
         view is from, so the kernel refuses it (nothing applied) if anything committed since,
-        and the chains are then read again. A DEL reads its own chains and keeps the rest of
-        the view, so the ADD after it does not read either."""
+        and the chains are then read again. A DEL that has to read (its port chain) keeps the
+        rest of the view, so the ADD after it does not read either; once the port chain is in
+        the view, with the handles the kernel echoed to each ADD, a DEL reads nothing."""
         if scope is None or prune or not libnft.long_lived():
             self._forget_view()
             return super().sync(plan, remove, remove_chains, prune, scope)
