@@ -366,13 +366,17 @@ def dump_rules(family: str, table: str, chain: str):
 
 def echoed_rule(body: bytes) -> tuple[str, int, str]:
     """(chain, handle, comment) of a NEWRULE the kernel echoed back after a commit."""
-    handle, comment, _ = parse_rule(body)
-    return cstr(attrs(body, 4).get(2)), handle, comment  # NFTA_RULE_CHAIN
+    a = attrs(body, 4)
+    handle, comment, _ = _rule_fields(a)
+    return cstr(a.get(2)), handle, comment  # NFTA_RULE_CHAIN
 
 
 def parse_rule(body: bytes) -> tuple[int, str, str]:
     """(handle, comment, jump or goto target) of a NEWRULE message from a dump."""
-    a = attrs(body, 4)  # after the nfgenmsg
+    return _rule_fields(attrs(body, 4))  # after the nfgenmsg
+
+
+def _rule_fields(a: dict[int, bytes]) -> tuple[int, str, str]:
     handle = struct.unpack("!Q", a[3])[0] if 3 in a else 0  # NFTA_RULE_HANDLE
     comment = ""
     udata = a.get(7, b"")  # NFTA_RULE_USERDATA: type, length, value TLVs

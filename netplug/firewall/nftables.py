@@ -118,7 +118,9 @@ class NftBackend(Backend):
                     self._remember(ino, gen, kept, live, chains)
                     return
                 try:
-                    raw = self._apply(ops, genid=gen, text_fallback=view is None, echo=cover)
+                    # the echoes only serve a view, and an ADD that creates the table keeps none
+                    raw = self._apply(ops, genid=gen, text_fallback=view is None,
+                                      echo=cover if table else frozenset())
                 except libnft.GenChanged:
                     view = None
                     continue
