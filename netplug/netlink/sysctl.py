@@ -1,4 +1,4 @@
-"""IPv4 sysctls of the calling thread's netns (via /proc/sys/net, which follows the thread)."""
+"""Sysctls of the calling thread's netns (via /proc/sys/net, which follows the thread)."""
 
 import os
 
@@ -30,3 +30,17 @@ def route_localnet(ifname: str) -> None:
     # Lets 127.0.0.1:hostPort be DNATed out of this bridge only; the firewall drops 127/8 that
     # arrives on it (CVE-2020-8558), so neighbours can't reach the host's loopback services.
     ensure("1", "conf", ifname, "route_localnet")
+
+
+def ipv6_off(ifname: str) -> None:
+    """No IPv6 on a bridge port (the host end of a pair). It bridges frames and needs no address
+    of its own; left on, each port adds a link-local address and routes to the host's IPv6
+    table once its carrier comes up, and the kernel walks that whole table on every link event
+    (netplug's ADD and DEL among them), so each container would make the next ones slower. It
+    also stops the port's own DAD, router solicitations and MLD reports. Written before the
+    container's end goes up, so none of that ever starts. Quiet where IPv6 is off altogether."""
+    try:
+        with open(f"/proc/sys/net/ipv6/conf/{ifname}/disable_ipv6", "w") as f:
+            f.write("1")
+    except FileNotFoundError:
+        pass

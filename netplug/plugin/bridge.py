@@ -179,6 +179,7 @@ def _add(req, nc, owner, store, cont_fd, backend, undo) -> Result:
         peer_mac = nc.mac or random_mac()
         hvi = host.create_veth(hv, req.ifname, cont_fd, nc.mtu, peer_mac, br["index"],
                                nc.hairpin_mode or bool(nc.port_mappings))
+        sysctl.ipv6_off(hv)  # before the container's end (and so the carrier) comes up
         fault_point(req.env, "after-veth")
         routes = _container_routes(nc, ipam_res)
         with ns.entered(cont_fd):

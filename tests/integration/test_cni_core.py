@@ -43,6 +43,33 @@ def test_add_result_and_kernel_state(world):  # items 12, 14, 28, 30
     assert nsexec(c, "ping", "-c1", "-W2", "172.17.0.1", check=False).returncode == 0
 
 
+def test_host_end_is_a_bridge_port_without_ipv6(world):
+    """The host end only bridges frames: no IPv6 of its own, so the host's IPv6 table does not
+    grow by a link-local address and routes per container (the kernel walks that table on
+    every link event). The container's end keeps its IPv6 link-local address."""
+    from netns_tools import wait_until
+
+    def host_v6_routes():
+        return nsexec(world.host, "ip", "-6", "route", "show", "table", "all").stdout.splitlines()
+
+    veths, conts = [], []
+    for n in range(1, 4):
+        c = world.container(n)
+        conts.append(c)
+        r = world.cni("ADD", netplug_conf(world), f"c{n}", c)
+        assert r.rc == 0, r
+        veths.append(r.json["interfaces"][1]["name"])
+        # the container's end has come up, so the host end has its carrier: addrconf has run
+        assert wait_until(lambda: "fe80::" in nsexec(c, "ip", "-6", "addr", "show", "eth0").stdout)
+        if n == 1:
+            base = host_v6_routes()
+    for v in veths:
+        assert nsexec(world.host, "cat", f"/proc/sys/net/ipv6/conf/{v}/disable_ipv6").stdout.strip() == "1"
+        assert "inet6" not in nsexec(world.host, "ip", "-6", "addr", "show", "dev", v).stdout
+    assert host_v6_routes() == base and not any(v in r for r in base for v in veths)
+    assert nsexec(conts[0], "ping", "-c1", "-W2", "172.17.0.1", check=False).returncode == 0
+
+
 @pytest.mark.parametrize("version", VERSIONS + ["0.2.0"])
 def test_result_versions(world, version):  # item 13
     c = world.container(1)
