@@ -38,9 +38,10 @@ def ipv6_off(ifname: str) -> None:
     table once its carrier comes up, and the kernel walks that whole table on every link event
     (netplug's ADD and DEL among them), so each container would make the next ones slower. It
     also stops the port's own DAD, router solicitations and MLD reports. Written before the
-    container's end goes up, so none of that ever starts. Quiet where IPv6 is off altogether."""
+    container's end goes up, so none of that ever starts. Best effort: where IPv6 is off
+    altogether, or /proc/sys is read-only (a containerised runtime), the port simply keeps it."""
     try:
         with open(f"/proc/sys/net/ipv6/conf/{ifname}/disable_ipv6", "w") as f:
             f.write("1")
-    except FileNotFoundError:
+    except OSError:
         pass

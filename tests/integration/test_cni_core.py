@@ -70,6 +70,23 @@ def test_host_end_is_a_bridge_port_without_ipv6(world):
     assert nsexec(conts[0], "ping", "-c1", "-W2", "172.17.0.1", check=False).returncode == 0
 
 
+def test_host_end_ipv6_is_best_effort(world):
+    """Where /proc/sys is read-only (a runtime in a container) the port keeps IPv6, no error."""
+    import sys
+
+    script = ("import errno, sys; from netplug.netlink import sysctl\n"
+              "try:\n    open('/proc/sys/net/ipv6/conf/lo/disable_ipv6', 'w').write('1')\n"
+              "except OSError as e:\n    assert e.errno == errno.EROFS, e\n"
+              "else:\n    sys.exit('/proc/sys is writable: the test proves nothing')\n"
+              "sysctl.ipv6_off('lo')\n")
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    # a private mount namespace inside the test's own netns: the root namespace's mounts stay
+    r = nsexec(world.host, "unshare", "--mount", "--propagation", "private", "sh", "-c",
+               "mount --bind /proc/sys /proc/sys && mount -o remount,bind,ro /proc/sys && "
+               f"cd {repo} && exec {sys.executable} -c \"$0\"", script, check=False)
+    assert r.returncode == 0, r.stderr
+
+
 @pytest.mark.parametrize("version", VERSIONS + ["0.2.0"])
 def test_result_versions(world, version):  # item 13
     c = world.container(1)
