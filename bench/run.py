@@ -133,19 +133,19 @@ class Netplug(Impl):
         rc, out, err = self.exec(os.path.join(self.bin, "netplug"), "ADD", conf, cid, ns, self.env)
         if rc == 0:
             self.results[cid] = json.loads(out)
-        return rc, out
+        return rc, out or err
 
     def check(self, cid, ns, port):
         conf = dict(self.base, prevResult=self.results.get(cid, {}),
                     runtimeConfig={"portMappings": [{"hostPort": port, "containerPort": 80, "protocol": "tcp"}]})
-        rc, out, _ = self.exec(os.path.join(self.bin, "netplug"), "CHECK", conf, cid, ns, self.env)
-        return rc, out
+        rc, out, err = self.exec(os.path.join(self.bin, "netplug"), "CHECK", conf, cid, ns, self.env)
+        return rc, out or err
 
     def delete(self, cid, ns, port):
         conf = dict(self.base, prevResult=self.results.get(cid, {}),
                     runtimeConfig={"portMappings": [{"hostPort": port, "containerPort": 80, "protocol": "tcp"}]})
-        rc, out, _ = self.exec(os.path.join(self.bin, "netplug"), "DEL", conf, cid, ns, self.env)
-        return rc, out
+        rc, out, err = self.exec(os.path.join(self.bin, "netplug"), "DEL", conf, cid, ns, self.env)
+        return rc, out or err
 
     def ip_of(self, cid):
         return self.results[cid]["ips"][0]["address"].split("/")[0]
@@ -265,6 +265,18 @@ class Yardstick:
         return time.perf_counter() - t
 
 
+def count_error(res, op, rc, out):
+    """Count a failed call and keep what it said (the first three distinct messages), so a
+    report's error count always comes with its reason."""
+    if rc == 0:
+        return
+    res["errors"] += 1
+    msg = f"{op}: rc {rc}: " + " ".join(str(out).split())[:300]
+    samples = res.setdefault("error_samples", [])
+    if len(samples) < 3 and msg not in samples:
+        samples.append(msg)
+
+
 def stats(xs):
     if not xs:
         return {}
@@ -296,21 +308,21 @@ def run_single(impls, repeat):
     for r in range(repeat):
         yards.append(yard())
         for impl in impls:  # right beside the yardstick: the same moment of the machine
-            t, rc, _ = timed(impl.version)
+            t, rc, msg = timed(impl.version)
             out[impl.name]["VERSION"].append(t)
-            out[impl.name]["errors"] += rc != 0
+            count_error(out[impl.name], "VERSION", rc, msg)
         for impl in impls:
             ns = impl.container(f"s{r}")
             cid, port = f"single{r}", 30000 + r
-            t, rc, _ = timed(impl.add, cid, ns, port)
+            t, rc, msg = timed(impl.add, cid, ns, port)
             out[impl.name]["ADD"].append(t)
-            out[impl.name]["errors"] += rc != 0
+            count_error(out[impl.name], "ADD", rc, msg)
             t, rc, _ = timed(impl.check, cid, ns, port)
             out[impl.name]["CHECK"].append(t)
             out[impl.name]["check_failures"] += rc != 0
-            t, rc, _ = timed(impl.delete, cid, ns, port)
+            t, rc, msg = timed(impl.delete, cid, ns, port)
             out[impl.name]["DEL"].append(t)
-            out[impl.name]["errors"] += rc != 0
+            count_error(out[impl.name], "DEL", rc, msg)
     out[impls[0].name]["yardstick_ms"] = round(statistics.median(yards) * 1000, 1)
     return out
 
@@ -322,9 +334,9 @@ def run_sequential(impls, n):
     for k in range(n):  # alternate: container k on each implementation
         for impl in impls:
             cid, ns, port = items[impl.name][k]
-            t, rc, _ = timed(impl.add, cid, ns, port)
+            t, rc, msg = timed(impl.add, cid, ns, port)
             res[impl.name]["ADD"].append(t)
-            res[impl.name]["errors"] += rc != 0
+            count_error(res[impl.name], "ADD", rc, msg)
         yards.append(yard())
     for impl in impls:
         r = res[impl.name]
@@ -346,9 +358,9 @@ def run_sequential(impls, n):
     for k in range(n):
         for impl in impls:
             cid, ns, port = items[impl.name][k]
-            t, rc, _ = timed(impl.delete, cid, ns, port)
+            t, rc, msg = timed(impl.delete, cid, ns, port)
             res[impl.name]["DEL"].append(t)
-            res[impl.name]["errors"] += rc != 0
+            count_error(res[impl.name], "DEL", rc, msg)
     for impl in impls:
         res[impl.name]["leftovers"] = impl.leftovers()
     return res
@@ -358,20 +370,22 @@ def run_concurrent(impls, n, c):
     res = {}
     for impl in impls:
         items = [(f"con{k}", impl.container(f"k{k}"), 25000 + k) for k in range(n)]
-        errors = 0
+        r = res[impl.name] = {"errors": 0}
         t0 = time.perf_counter()
         with cf.ThreadPoolExecutor(c) as ex:
             adds = list(ex.map(lambda it: impl.add(*it), items))
         t_add = time.perf_counter() - t0
-        errors += sum(1 for rc, _ in adds if rc != 0)
+        for rc, msg in adds:
+            count_error(r, "ADD", rc, msg)
         ips = [impl.ip_of(cid) for cid, _, _ in items if cid in impl.results]
         t0 = time.perf_counter()
         with cf.ThreadPoolExecutor(c) as ex:
             dels = list(ex.map(lambda it: impl.delete(*it), items))
         t_del = time.perf_counter() - t0
-        errors += sum(1 for rc, _ in dels if rc != 0)
-        res[impl.name] = {"add_per_s": round(n / t_add, 1), "del_per_s": round(n / t_del, 1), "errors": errors,
-                          "duplicate_addresses": len(ips) - len(set(ips)), "leftovers": impl.leftovers()}
+        for rc, msg in dels:
+            count_error(r, "DEL", rc, msg)
+        r.update(add_per_s=round(n / t_add, 1), del_per_s=round(n / t_del, 1),
+                 duplicate_addresses=len(ips) - len(set(ips)), leftovers=impl.leftovers())
     return res
 
 
@@ -438,7 +452,7 @@ def main():
         print(f"N=1 x{a.repeat} ...", file=sys.stderr)
         single = run_single(fresh(single=True), a.repeat)
         report["single"] = {k: {op: stats(v[op]) for op in ("VERSION", "ADD", "CHECK", "DEL")} |
-                            {x: v[x] for x in ("check_failures", "errors", "yardstick_ms") if x in v}
+                            {x: v[x] for x in ("check_failures", "errors", "error_samples", "yardstick_ms") if x in v}
                             for k, v in single.items()}
         report["plugin_peak_rss_mb"] = plugin_peak_rss(impls)
         print(f"N={a.n} sequential ...", file=sys.stderr)
@@ -524,6 +538,12 @@ def render(r):
                  "".join(f"{n[:26]:>28}" for n in r["concurrent"]))
     for k in ("add_per_s", "del_per_s", "errors", "duplicate_addresses", "leftovers"):
         lines.append(f"  {k:26}" + "".join(f"{str(r['concurrent'][n][k]):>28}" for n in r["concurrent"]))
+    said = [f"  {phase}, {n}: {m}" for phase in ("single", "sequential", "concurrent")
+            for n, v in r[phase].items() for m in v.get("error_samples", [])]
+    if said:
+        lines.append("")
+        lines.append("what the failed calls said (first three per implementation and run):")
+        lines.extend(said)
     lines.append("")
     def ratios(d, other):
         return ", ".join(f"{op} {d['netplug'][op]['median_ms'] / d[other][op]['median_ms']:.2f}"
