@@ -3,6 +3,7 @@ real packets. `up` is idempotent; `check` returns (what, ok, detail) lines."""
 
 import json
 import os
+import re
 import signal
 
 from .topology import HOST_IP, PEER_IP, LabError, World, nsexec, sh
@@ -35,7 +36,7 @@ def _ephemeral_ports(w: World, n: int) -> list[int]:
     taken = set()
     ports_dir = os.path.join(w.dir, "state", "ports")
     if os.path.isdir(ports_dir):
-        taken = {int(d.split("-")[1]) for d in os.listdir(ports_dir) if d.startswith("tcp-")}
+        taken = {int(m[1]) for d in os.listdir(ports_dir) if (m := re.match(r"tcp-(\d+)", d))}
     out = [p for p in range(lo, hi + 1) if p not in taken][:n]
     if len(out) < n:
         raise LabError(f"no free port in the ephemeral range {lo}-{hi}")

@@ -117,7 +117,7 @@ def _reserve_ports_and_record(store: StateStore, nc: NetConf, req: Request, owne
             _teardown(req, nc, existing, store, keep_record=True)
             # (its rules are gone now, so the ADD below is "fresh" again)
         for pm in nc.port_mappings:
-            for ip, holder in store.port_holders(pm.protocol, pm.host_port).items():
+            for ip, holder in store.port_holders(pm.protocol, pm.host_port, pm.host_ip).items():
                 if holder.get("owner") == owner:
                     continue
                 if ip == (pm.host_ip or "0.0.0.0") or "0.0.0.0" in (ip, pm.host_ip or "0.0.0.0"):

@@ -122,6 +122,13 @@ def test_duplicate_host_port_refused(world, backend):  # item 34
     assert world.cni("ADD", dict(conf, runtimeConfig={"portMappings": on_ip}), "c9", c2).rc != 0
     udp = [{"hostPort": 8080, "containerPort": 80, "protocol": "udp"}]
     assert world.cni("ADD", dict(conf, runtimeConfig={"portMappings": udp}), "c9", c2).rc == 0
+    # the other way round: a port published on one address, then asked for on all of them
+    c3, c4 = world.container(10), world.container(11)
+    mine = [{"hostPort": 8081, "containerPort": 80, "hostIP": world.uplink_ip}]
+    assert world.cni("ADD", dict(conf, runtimeConfig={"portMappings": mine}), "c10", c3).rc == 0
+    every = [{"hostPort": 8081, "containerPort": 80}]
+    r = world.cni("ADD", dict(conf, runtimeConfig={"portMappings": every}), "c11", c4)
+    assert r.rc != 0 and "port is already allocated" in r.json["msg"] and "c10" in r.json["details"]
 
 
 def test_host_ip_and_many_ports(world, backend):  # item 32
