@@ -28,7 +28,8 @@ def snapshot(world, nets=("testnet",)):
         base = os.path.join(world.tmp, root)
         for dirpath, _, names in os.walk(base):
             for n in names:
-                if n in ("lock", ".lock", "firewall.lock", ".ports.lock") or n.startswith("last_reserved_ip"):
+                # locks and host-wide markers, made once: not an attachment's state
+                if n in ("lock", ".lock", "firewall.lock", ".ports.lock", ".flagged") or n.startswith("last_reserved_ip"):
                     continue
                 files[os.path.relpath(os.path.join(dirpath, n), world.tmp)] = True
     ct = nsexec(world.host, "conntrack", "-L", check=False).stdout.count("dport=")
