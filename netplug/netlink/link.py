@@ -41,6 +41,10 @@ def _iproute():
     return IPRoute()
 
 
+# bridge name -> its index when last looked up (in netplugd, across ADDs): only ever a hint
+_last_index: dict[str, int] = {}
+
+
 class Links:
     """The CNI verbs on one rtnetlink socket (rtnl.Rtnl: standard library, no pyroute2 import
     on the exec'd hot path). Kernel refusals become SetupError/ConfigError with the reason."""
@@ -74,15 +78,25 @@ class Links:
             raise SetupError(f"look up {name}: {e.strerror}") from None
 
     def lookup_with_addresses(self, name: str, versions: set[int]) -> tuple[dict | None, dict[int, list]]:
-        """lookup(name) and, if it exists, its addresses of each IP version: one datagram, one wait."""
+        """lookup(name) and, if it exists, its addresses of each IP version: one datagram, one wait.
+        The address dumps name the index the bridge had last time (netplugd asks for the same
+        bridge on every ADD), so the kernel walks that device only, not every port of the host;
+        if the bridge has another index now, they are asked again for the right one."""
         fams = {v: AF_INET if v == 4 else AF_INET6 for v in sorted(versions)}
-        answers = self.nl.exchange([rtnl.link_get_msg(name)] + [rtnl.addr_dump_msg(f) for f in fams.values()])
+        guess = _last_index.get(name, 0)
+        answers = self.nl.exchange([rtnl.link_get_msg(name)] +
+                                   [rtnl.addr_dump_msg(f, guess) for f in fams.values()])
         replies, err = answers[0]
         if err is not None:
             if err.code == errno.ENODEV:
                 return None, {}
             raise SetupError(f"look up {name}: {err.strerror}")
         link = rtnl.parse_link(replies[0])
+        if guess != link["index"]:
+            _last_index[name] = link["index"]
+            if guess and fams:  # the bridge was made again: the dumps were of another device
+                answers = answers[:1] + self.nl.exchange([rtnl.addr_dump_msg(f, link["index"])
+                                                          for f in fams.values()])
         held = {}
         for (v, fam), (bodies, err) in zip(fams.items(), answers[1:]):
             if err is not None:

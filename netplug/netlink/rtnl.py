@@ -17,6 +17,7 @@ NETLINK_ROUTE = 0
 SOL_NETLINK = 270
 NETLINK_CAP_ACK = 10  # errors do not echo our request back
 NETLINK_EXT_ACK = 11  # errors carry the kernel's text ("Error: ...")
+NETLINK_GET_STRICT_CHK = 12  # dumps honour the request's filters (an address dump: one device)
 
 # message types
 NLMSG_ERROR, NLMSG_DONE = 2, 3
@@ -208,11 +209,12 @@ class Rtnl:
     def __init__(self, protocol: int = NETLINK_ROUTE):
         self.sock = _socket.socket(_socket.AF_NETLINK, _socket.SOCK_RAW | _socket.SOCK_CLOEXEC,
                                    protocol)
-        for opt in (NETLINK_CAP_ACK, NETLINK_EXT_ACK):
+        opts = (NETLINK_CAP_ACK, NETLINK_EXT_ACK) + ((NETLINK_GET_STRICT_CHK,) if protocol == NETLINK_ROUTE else ())
+        for opt in opts:
             try:
                 self.sock.setsockopt(SOL_NETLINK, opt, 1)
             except OSError:
-                pass  # older kernels: plain errno without text
+                pass  # older kernels: plain errno without text, unfiltered dumps
         self.sock.bind((0, 0))
         self.seq = 0
 
@@ -471,5 +473,7 @@ def link_get_msg(name: str = "", index: int = 0) -> tuple[int, bytes, int]:
     return RTM_GETLINK, body, 0
 
 
-def addr_dump_msg(family: int) -> tuple[int, bytes, int]:
-    return RTM_GETADDR, _IFADDR.pack(family, 0, 0, 0, 0), F_DUMP
+def addr_dump_msg(family: int, index: int = 0) -> tuple[int, bytes, int]:
+    """All addresses of a family; with `index`, the kernel (strict checking on) walks only that
+    device. Callers still filter by index: older kernels ignore it."""
+    return RTM_GETADDR, _IFADDR.pack(family, 0, 0, 0, index), F_DUMP

@@ -231,3 +231,36 @@ def test_configure_names_the_step_the_kernel_refused(world):
 
     assert in_ns(world.netns_path(c), go) is True  # the address already there is no error
     assert "default via 172.17.0.1 dev eth0" in sh("ip", "-n", c, "route").stdout
+
+
+def test_bridge_lookup_dumps_one_device_and_survives_a_stale_hint(world):
+    """The address dump names the bridge's last index, and the kernel (strict checking) walks
+    only that device. A hint that names another device, or none, is corrected."""
+    from netplug.netlink import link as link_mod
+
+    def go():
+        with Rtnl() as nl:
+            nl.link_add("dm-x", "bridge")  # another device with an address
+            dm = nl.link_get(name="dm-x")["index"]
+            nl.addr(True, dm, AF_INET, "192.0.2.5", 24)
+            nl.link_add("br-y", "bridge")
+            br = nl.link_get(name="br-y")["index"]
+            nl.addr(True, br, AF_INET, "172.17.0.1", 16)
+            mtype, body, flags = rtnl.addr_dump_msg(AF_INET, br)
+            only = [rtnl.parse_addr(b)["index"] for b in nl.dump(mtype, body)]
+        seen = []
+        with Links() as links:
+            for hint in (None, dm, 99999):  # none yet, another device's, a device that is gone
+                if hint is None:
+                    link_mod._last_index.pop("br-y", None)
+                else:
+                    link_mod._last_index["br-y"] = hint
+                got, held = links.lookup_with_addresses("br-y", {4})
+                seen.append((got["index"], [str(a) for a in held[4]], link_mod._last_index["br-y"]))
+            got, held = links.lookup_with_addresses("br-y", {4})  # the hint is right now
+            seen.append((got["index"], [str(a) for a in held[4]], link_mod._last_index["br-y"]))
+        return br, only, seen
+
+    br, only, seen = in_ns(world.netns_path(world.host), go)
+    assert only == [br]  # the kernel filtered: the dummy's address was not dumped
+    assert seen == [(br, ["172.17.0.1/16"], br)] * 4
