@@ -77,19 +77,30 @@ class Links:
                 return None
             raise SetupError(f"look up {name}: {e.strerror}") from None
 
-    def lookup_with_addresses(self, name: str, versions: set[int]) -> tuple[dict | None, dict[int, list]]:
-        """lookup(name) and, if it exists, its addresses of each IP version: one datagram, one wait.
-        The address dumps name the index the bridge had last time (netplugd asks for the same
-        bridge on every ADD), so the kernel walks that device only, not every port of the host;
-        if the bridge has another index now, they are asked again for the right one."""
+    def lookup_with_addresses(self, name: str, versions: set[int], forwarding: bool = False
+                              ) -> tuple[dict | None, dict[int, list], bool | None]:
+        """lookup(name) and, if it exists, its addresses of each IP version, and with
+        `forwarding` the namespace's IPv4 forwarding switch (net.ipv4.ip_forward; None if the
+        kernel does not say): one datagram, one wait. The address dumps name the index the
+        bridge had last time (netplugd asks for the same bridge on every ADD), so the kernel
+        walks that device only, not every port of the host; if the bridge has another index
+        now, they are asked again for the right one. (The link carries the bridge's own IPv4
+        sysctls, route_localnet among them, and netconf the switch: /proc/sys/net costs a path
+        lookup that grows with every namespace on the host that has used it.)"""
         fams = {v: AF_INET if v == 4 else AF_INET6 for v in sorted(versions)}
         guess = _last_index.get(name, 0)
         answers = self.nl.exchange([rtnl.link_get_msg(name)] +
-                                   [rtnl.addr_dump_msg(f, guess) for f in fams.values()])
+                                   [rtnl.addr_dump_msg(f, guess) for f in fams.values()] +
+                                   ([rtnl.netconf_get_msg(AF_INET)] if forwarding else []))
+        fwd = None
+        if forwarding:
+            bodies, err = answers.pop()
+            fwd = rtnl.parse_netconf(bodies[0])["forwarding"] if err is None and bodies else None
+            fwd = None if fwd is None else bool(fwd)
         replies, err = answers[0]
         if err is not None:
             if err.code == errno.ENODEV:
-                return None, {}
+                return None, {}, fwd
             raise SetupError(f"look up {name}: {err.strerror}")
         link = rtnl.parse_link(replies[0])
         if guess != link["index"]:
@@ -103,7 +114,7 @@ class Links:
                 raise SetupError(f"list addresses of {name}: {err.strerror}")
             held[v] = [ipaddress.ip_interface(f"{a['address']}/{a['prefixlen']}")
                        for a in rtnl.addrs_of(bodies, fam, link["index"])]
-        return link, held
+        return link, held, fwd
 
     def info(self, index: int) -> dict:
         return self.nl.link_get(index=index)

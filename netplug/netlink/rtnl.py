@@ -24,6 +24,7 @@ NLMSG_ERROR, NLMSG_DONE = 2, 3
 RTM_NEWLINK, RTM_DELLINK, RTM_GETLINK, RTM_SETLINK = 16, 17, 18, 19
 RTM_NEWADDR, RTM_DELADDR, RTM_GETADDR = 20, 21, 22
 RTM_NEWROUTE, RTM_GETROUTE = 24, 26
+RTM_GETNETCONF = 82
 
 # flags
 F_REQUEST, F_MULTI, F_ACK, F_DUMP = 0x1, 0x2, 0x4, 0x300
@@ -34,7 +35,10 @@ NLMSGERR_ATTR_MSG = 1
 
 # attributes
 IFLA_ADDRESS, IFLA_IFNAME, IFLA_MTU, IFLA_LINK, IFLA_MASTER = 1, 3, 4, 5, 10
-IFLA_LINKINFO, IFLA_NET_NS_FD, IFLA_EXT_MASK = 18, 28, 29
+IFLA_LINKINFO, IFLA_AF_SPEC, IFLA_NET_NS_FD, IFLA_EXT_MASK = 18, 26, 28, 29
+IFLA_INET_CONF = 1  # in IFLA_AF_SPEC/AF_INET: the device's IPv4 sysctls, u32 each from index 1
+IPV4_DEVCONF_ROUTE_LOCALNET = 26
+NETCONFA_IFINDEX, NETCONFA_FORWARDING, NETCONFA_IFINDEX_ALL = 1, 2, -1
 IFLA_INFO_KIND, IFLA_INFO_DATA, IFLA_INFO_SLAVE_KIND, IFLA_INFO_SLAVE_DATA = 1, 2, 4, 5
 VETH_INFO_PEER = 1
 IFLA_BRPORT_MODE = 4  # hairpin
@@ -164,7 +168,22 @@ def parse_link(body: bytes) -> dict:
             "mac": mac_str(a[IFLA_ADDRESS]) if IFLA_ADDRESS in a else "",
             "mtu": u32(a.get(IFLA_MTU)), "master": u32(a.get(IFLA_MASTER)),
             "link": u32(a.get(IFLA_LINK)),  # a veth's peer index (in the peer's netns)
-            "up": bool(flags & IFF_UP), "kind": kind, "promisc": bool(flags & IFF_PROMISC)}
+            "up": bool(flags & IFF_UP), "kind": kind, "promisc": bool(flags & IFF_PROMISC),
+            "route_localnet": _ipv4_conf(a.get(IFLA_AF_SPEC), IPV4_DEVCONF_ROUTE_LOCALNET)}
+
+
+def _ipv4_conf(af_spec: bytes | None, key: int) -> int | None:
+    """One of the device's IPv4 sysctls as the link message carries them (None if it does not):
+    the same value as /proc/sys/net/ipv4/conf/<dev>/..., without a path lookup there."""
+    conf = attrs(attrs(af_spec).get(AF_INET, b"")).get(IFLA_INET_CONF) if af_spec else None
+    if not conf or len(conf) < 4 * key:
+        return None
+    return struct.unpack_from("=I", conf, 4 * (key - 1))[0]
+
+
+def parse_netconf(body: bytes) -> dict:
+    a = attrs(body, 4)  # struct netconfmsg: the family, padded to 4
+    return {"forwarding": u32(a[NETCONFA_FORWARDING]) if NETCONFA_FORWARDING in a else None}
 
 
 def parse_addr(body: bytes) -> dict:
@@ -471,6 +490,11 @@ def link_get_msg(name: str = "", index: int = 0) -> tuple[int, bytes, int]:
     if name:
         body += attr_str(IFLA_IFNAME, name)
     return RTM_GETLINK, body, 0
+
+
+def netconf_get_msg(family: int, index: int = NETCONFA_IFINDEX_ALL) -> tuple[int, bytes, int]:
+    """The namespace's forwarding switch of a family (all = net.ipv4.ip_forward for AF_INET)."""
+    return RTM_GETNETCONF, struct.pack("=B3x", family) + attr(NETCONFA_IFINDEX, struct.pack("=i", index)), 0
 
 
 def addr_dump_msg(family: int, index: int = 0) -> tuple[int, bytes, int]:

@@ -158,7 +158,8 @@ def _add(req, nc, owner, store, cont_fd, backend, undo) -> Result:
     gws = [ipaddress.ip_interface(f"{ip.gateway}/{ip.address.network.prefixlen}")
            for ip in ipam_res.ips if nc.is_gateway and ip.gateway]
     with Links() as host:
-        br, held = host.lookup_with_addresses(nc.bridge, {g.version for g in gws})
+        br, held, forwarding = host.lookup_with_addresses(nc.bridge, {g.version for g in gws}, nc.is_gateway)
+        localnet_on = bool(br and br.get("route_localnet"))
         if br is not None:
             refuse_non_bridge(nc.bridge, br)
         # Before creating anything, a clash with a host route is fatal. A bridge that already
@@ -171,7 +172,8 @@ def _add(req, nc, owner, store, cont_fd, backend, undo) -> Result:
         if nc.is_gateway:
             for gw in gws:
                 host.ensure_gateway(nc.bridge, br["index"], gw, nc.force_address, held.get(gw.version))
-            sysctl.enable_forwarding()
+            if not forwarding:  # off, or the kernel did not say
+                sysctl.enable_forwarding()
         hv = host_veth_name(owner)
         undo.push("host veth", _delete_link, hv)  # also if it fails halfway (deleting none is fine)
         # The container end's MAC is chosen here (random, locally administered, as the kernel
@@ -193,7 +195,7 @@ def _add(req, nc, owner, store, cont_fd, backend, undo) -> Result:
     # Not on a thread beside the links: creating a netdev waits for nf_tables' commit mutex
     # (its netdev notifier), and the GIL serialises the rest, so overlap gained nothing here.
     if backend is not None and v4:
-        _firewall_add(req, nc, owner, store, backend, v4[0].address, undo)
+        _firewall_add(req, nc, owner, store, backend, v4[0].address, undo, localnet_on)
         fault_point(req.env, "after-firewall")
     res = Result(interfaces=[Interface(nc.bridge, br["mac"]), Interface(hv, hvi["mac"]),
                              Interface(req.ifname, ci["mac"], ci["mtu"], req.netns)])
@@ -245,7 +247,7 @@ def _chain_onto_prev(nc: NetConf, res: Result) -> Result:
     return prev
 
 
-def _firewall_add(req, nc, owner, store, backend, addr, undo) -> None:
+def _firewall_add(req, nc, owner, store, backend, addr, undo, localnet_on=False) -> None:
     ip = str(addr.ip)
     # the configured range's subnet, else (an IPAM we don't parse, e.g. dhcp) the result's prefix
     subnet = str(nc.ipam.first_range.subnet) if nc.ipam and nc.ipam.ranges else str(addr.network)
@@ -258,7 +260,8 @@ def _firewall_add(req, nc, owner, store, backend, addr, undo) -> None:
         backend.sync(plan, remove=[P.container_tag(owner)], scope=scope)
     undo.push("firewall rules", _firewall_remove_owner, backend, owner)
     if nc.port_mappings:
-        sysctl.route_localnet(nc.bridge)
+        if not localnet_on:  # (the bridge's link said it is on, or the bridge is new)
+            sysctl.route_localnet(nc.bridge)
         _flush_udp(nc.port_mappings)
 
 

@@ -68,10 +68,17 @@ def test_published_port_from_everywhere(world, backend):  # acceptance 2, items 
 
 def test_localhost_guard(world, backend):
     """route_localnet is on for the bridge only, and 127/8 arriving from it is dropped."""
-    published(world, backend, [{"hostPort": 8080, "containerPort": 80}])
+    conf, _, _ = published(world, backend, [{"hostPort": 8080, "containerPort": 80}])
     ex = lambda *a: sh("ip", "netns", "exec", world.host, *a).stdout.strip()  # noqa: E731
     assert ex("cat", "/proc/sys/net/ipv4/conf/netplug0/route_localnet") == "1"
     assert ex("cat", "/proc/sys/net/ipv4/conf/up0/route_localnet") == "0"
+    # switched off behind netplug's back: the next ADD (it reads both through netlink) sees it
+    ex("sysctl", "-qw", "net.ipv4.ip_forward=0", "net.ipv4.conf.netplug0.route_localnet=0")
+    r = world.cni("ADD", dict(conf, runtimeConfig={"portMappings": [{"hostPort": 8081, "containerPort": 80}]}),
+                  "c7", world.container(7))
+    assert r.rc == 0, r
+    assert ex("cat", "/proc/sys/net/ipv4/ip_forward") == "1"
+    assert ex("cat", "/proc/sys/net/ipv4/conf/netplug0/route_localnet") == "1"
     world.serve(world.host, 6000, addr="127.0.0.1")
     c2 = world.namespaces[-1]
     nsexec(c2, "ip", "route", "add", "127.0.0.0/8", "via", "172.17.0.1", check=False)

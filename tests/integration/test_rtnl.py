@@ -255,12 +255,30 @@ def test_bridge_lookup_dumps_one_device_and_survives_a_stale_hint(world):
                     link_mod._last_index.pop("br-y", None)
                 else:
                     link_mod._last_index["br-y"] = hint
-                got, held = links.lookup_with_addresses("br-y", {4})
+                got, held, _ = links.lookup_with_addresses("br-y", {4})
                 seen.append((got["index"], [str(a) for a in held[4]], link_mod._last_index["br-y"]))
-            got, held = links.lookup_with_addresses("br-y", {4})  # the hint is right now
+            got, held, _ = links.lookup_with_addresses("br-y", {4})  # the hint is right now
             seen.append((got["index"], [str(a) for a in held[4]], link_mod._last_index["br-y"]))
         return br, only, seen
 
     br, only, seen = in_ns(world.netns_path(world.host), go)
     assert only == [br]  # the kernel filtered: the dummy's address was not dumped
     assert seen == [(br, ["172.17.0.1/16"], br)] * 4
+
+
+def test_link_and_netconf_carry_the_sysctls_the_add_needs(world):
+    """route_localnet of the bridge (in the link's IFLA_AF_SPEC) and ip_forward (netconf) read
+    through netlink say what /proc/sys says, both ways."""
+    def go(fwd, localnet):
+        with open("/proc/sys/net/ipv4/ip_forward", "w") as f:
+            f.write(fwd)
+        with Links() as links:
+            if links.lookup("br-s") is None:
+                links.nl.link_add("br-s", "bridge")
+            with open("/proc/sys/net/ipv4/conf/br-s/route_localnet", "w") as f:
+                f.write(localnet)
+            got, _, forwarding = links.lookup_with_addresses("br-s", set(), forwarding=True)
+            return got["route_localnet"], forwarding
+
+    for fwd, localnet in (("0", "1"), ("1", "0"), ("1", "1")):
+        assert in_ns(world.netns_path(world.host), lambda: go(fwd, localnet)) == (int(localnet), fwd == "1")
