@@ -1,5 +1,6 @@
 """Sysctls of the calling thread's netns (via /proc/sys/net, which follows the thread)."""
 
+import _thread
 import os
 
 from ..fileio import read_small
@@ -41,7 +42,39 @@ def ipv6_off(ifname: str) -> None:
     container's end goes up, so none of that ever starts. Best effort: where IPv6 is off
     altogether, or /proc/sys is read-only (a containerised runtime), the port simply keeps it."""
     try:
-        with open(f"/proc/sys/net/ipv6/conf/{ifname}/disable_ipv6", "w") as f:
-            f.write("1")
+        _write_ipv6_conf(ifname, "disable_ipv6", b"1")
     except OSError:
         pass
+
+
+# /proc/sys/net/ipv6/conf of the last few namespaces written in, as O_PATH fds. A path from
+# /proc/sys/net walks one dentry per namespace on the host that has used /proc/sys/net (6 us
+# with none, ~75 us with 300 here, ~0.2 ms inside bench runs); a path relative to this directory
+# does not. Keyed by the namespace's inode number: only a namespace that is gone can have left
+# its number to another, and its directory then answers ENOENT, so it is opened again.
+_conf6_dirs: dict[int, int] = {}
+_conf6_lock = _thread.allocate_lock()  # netplugd's threads share the fds: none is closed in use
+
+
+def _write_ipv6_conf(ifname: str, key: str, value: bytes) -> None:
+    netns = os.stat("/proc/thread-self/ns/net").st_ino
+    with _conf6_lock:
+        d = _conf6_dirs.get(netns)
+        if d is not None:
+            try:
+                return _write_at(d, f"{ifname}/{key}", value)
+            except FileNotFoundError:
+                os.close(_conf6_dirs.pop(netns))
+        d = os.open("/proc/sys/net/ipv6/conf", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        if len(_conf6_dirs) >= 8:
+            os.close(_conf6_dirs.pop(next(iter(_conf6_dirs))))  # the oldest
+        _conf6_dirs[netns] = d
+        _write_at(d, f"{ifname}/{key}", value)
+
+
+def _write_at(dir_fd: int, path: str, value: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC, dir_fd=dir_fd)
+    try:
+        os.write(fd, value)
+    finally:
+        os.close(fd)

@@ -282,3 +282,38 @@ def test_link_and_netconf_carry_the_sysctls_the_add_needs(world):
 
     for fwd, localnet in (("0", "1"), ("1", "0"), ("1", "1")):
         assert in_ns(world.netns_path(world.host), lambda: go(fwd, localnet)) == (int(localnet), fwd == "1")
+
+
+def test_ipv6_off_writes_in_the_callers_namespace_each_time(world):
+    """The IPv6 switch-off keeps /proc/sys/net/ipv6/conf open per namespace: a second namespace
+    gets its own, and a kept directory that lacks the device (as a gone namespace's would) is
+    opened again."""
+    from netplug.netlink import sysctl
+
+    other = world.container(1)  # another namespace, with a bridge of the same name
+
+    def make_and_switch_off():
+        with Rtnl() as nl:
+            nl.link_add("br-6", "bridge")
+        sysctl.ipv6_off("br-6")
+        with open("/proc/sys/net/ipv6/conf/br-6/disable_ipv6") as f:
+            return f.read().strip()
+
+    assert in_ns(world.netns_path(world.host), make_and_switch_off) == "1"
+    assert in_ns(world.netns_path(other), make_and_switch_off) == "1"
+
+    def kept_dir_of_a_namespace_without_the_device():
+        key = os.stat("/proc/thread-self/ns/net").st_ino
+        return key, os.open("/proc/sys/net/ipv6/conf", os.O_PATH | os.O_DIRECTORY)
+
+    third = world.container(2)
+    key, _ = in_ns(world.netns_path(third), kept_dir_of_a_namespace_without_the_device)
+    _, stale = in_ns(world.netns_path(world.container(3)), kept_dir_of_a_namespace_without_the_device)
+    stale_ino = os.fstat(stale).st_ino
+    with sysctl._conf6_lock:
+        old = sysctl._conf6_dirs.pop(key, None)
+        sysctl._conf6_dirs[key] = stale
+    if old is not None:
+        os.close(old)
+    assert in_ns(world.netns_path(third), make_and_switch_off) == "1"
+    assert os.fstat(sysctl._conf6_dirs[key]).st_ino != stale_ino  # opened again, in `third`
