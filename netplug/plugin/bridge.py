@@ -260,7 +260,7 @@ def _firewall_add(req, nc, owner, store, backend, addr, undo, localnet_on=False)
         backend.sync(plan, remove=[P.container_tag(owner)], scope=scope)
     undo.push("firewall rules", _firewall_remove_owner, backend, owner)
     if nc.port_mappings:
-        if not localnet_on:  # (the bridge's link said it is on, or the bridge is new)
+        if not localnet_on:  # the bridge's link said it is off, or the bridge is new
             sysctl.route_localnet(nc.bridge)
         _flush_udp(nc.port_mappings)
 
